@@ -1,0 +1,110 @@
+"""Per-request plumbing: the services, request ids, the caller, the access log.
+
+:class:`AppServices` is what the composition root hands the HTTP layer.
+:func:`install_request_hooks` gives every request an id (a client's
+``X-Request-ID`` when it is sane, a fresh one otherwise), echoes it in the
+response, reads the body up front (within its cap) so that an early 401/403
+never leaves unread bytes on a keep-alive connection (STACK.md trap 9), adds
+security headers and writes one access-log line (method, route template,
+status, duration, user id; never the query string).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Response, current_app, g, request
+from quart_trio import QuartTrio
+
+from collab.auth.service import AuthService, ClientInfo
+from collab.config import Settings
+from collab.domain.users import Principal
+from collab.errors import Unauthenticated
+from collab.logs import request_id_var
+from collab.storage.database import Database
+
+access_log = logging.getLogger("collab.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_USER_AGENT_CHARS = 512
+
+
+@dataclass
+class AppServices:
+    """Everything a request handler may use, built by the composition root."""
+
+    settings: Settings
+    db: Database
+    auth: AuthService
+    cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
+    started_at: float = field(default_factory=time.time)
+
+
+def services() -> AppServices:
+    return current_app.extensions["collab"]
+
+
+def client_info() -> ClientInfo:
+    agent = request.headers.get("User-Agent")
+    return ClientInfo(user_agent=agent[:MAX_USER_AGENT_CHARS] if agent else None, ip_address=client_ip())
+
+
+def client_ip() -> str | None:
+    """The peer address of the connection (trusted proxies come with rate limiting)."""
+    addr = request.remote_addr
+    return addr or None
+
+
+async def current_principal() -> Principal:
+    """The authenticated caller of this request; 401 when there is none."""
+    cached = g.get("principal")
+    if cached is not None:
+        return cached
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Send an access token as 'Authorization: Bearer <token>'")
+    principal = await services().auth.authenticate(token.strip())
+    g.principal = principal
+    return principal
+
+
+def install_request_hooks(app: QuartTrio) -> None:
+    @app.before_request
+    async def _begin() -> None:
+        g.started = time.perf_counter()
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(8)
+        request_id_var.set(g.request_id)
+        if request.method in _BODY_METHODS:
+            await request.get_data(cache=True)
+
+    @app.after_request
+    async def _finish(response: Response) -> Response:
+        request_id = g.get("request_id") or request_id_var.get()
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        started = g.get("started")
+        principal = g.get("principal")
+        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        access_log.info(
+            "%s %s %d", request.method, rule, response.status_code,
+            extra={
+                "method": request.method,
+                "route": rule,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "user_id": str(principal.user_id) if principal else None,
+            },
+        )
+        return response

@@ -1,0 +1,62 @@
+"""/api/v1/admin: user administration for the global admin role."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from quart import Blueprint, Response
+
+from collab.domain.users import Principal
+from collab.errors import Forbidden
+from collab.http.context import current_principal, services
+from collab.http.inputs import Body, path_uuid, read_body, read_query
+from collab.http.responses import json_response, paginated
+from collab.http.routes_users import UserSearch
+
+blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
+
+
+class ActiveBody(Body):
+    is_active: bool
+
+
+class RolesBody(Body):
+    roles: list[Literal["admin", "manager", "developer", "viewer"]] = pydantic.Field(min_length=1, max_length=4)
+
+
+async def require_admin() -> Principal:
+    principal = await current_principal()
+    if not principal.is_admin:
+        raise Forbidden("This needs the admin role")
+    return principal
+
+
+@blueprint.get("/users")
+async def list_users() -> Response:
+    principal = await require_admin()
+    query = read_query(UserSearch)
+    users, total = await services().auth.search_users(principal, query=query.q, limit=query.limit, offset=query.offset)
+    return paginated([u.private_view() for u in users], page=query.page, limit=query.limit, total=total)
+
+
+@blueprint.put("/users/<user_id>/active")
+async def set_active(user_id: str) -> Response:
+    principal = await require_admin()
+    body = await read_body(ActiveBody)
+    target = path_uuid(user_id, "user")
+    if target == principal.user_id and not body.is_active:
+        raise Forbidden("Admins cannot deactivate themselves")
+    user = await services().auth.set_active(target, body.is_active)
+    return json_response(user.private_view())
+
+
+@blueprint.put("/users/<user_id>/roles")
+async def set_roles(user_id: str) -> Response:
+    principal = await require_admin()
+    body = await read_body(RolesBody)
+    target = path_uuid(user_id, "user")
+    if target == principal.user_id and "admin" not in body.roles:
+        raise Forbidden("Admins cannot remove their own admin role")
+    user = await services().auth.set_roles(target, tuple(sorted(set(body.roles))))
+    return json_response(user.private_view())

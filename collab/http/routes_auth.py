@@ -1,0 +1,112 @@
+"""/api/v1/auth: register, login, refresh, logout, sessions (API.md "Auth")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pydantic
+from quart import Blueprint, Response
+
+from collab.auth.service import IssuedTokens
+from collab.domain.users import User
+from collab.http.context import client_info, current_principal, services
+from collab.http.inputs import Body, path_uuid, read_body
+from collab.http.responses import created, json_response, no_content
+
+blueprint = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+
+Email = Annotated[str, pydantic.StringConstraints(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Username = Annotated[str, pydantic.StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, pydantic.StringConstraints(max_length=100)]
+# Length is checked by the password policy (8..1024) with its own error kinds;
+# this bound only keeps absurd bodies from reaching the hasher.
+Password = Annotated[str, pydantic.StringConstraints(max_length=4096, strip_whitespace=False)]
+Token = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=4096)]
+
+
+class RegisterBody(Body):
+    email: Email
+    username: Username
+    password: Password
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+
+class LoginBody(Body):
+    email: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=254)]
+    password: Password
+
+
+class RefreshBody(Body):
+    refresh_token: Token
+
+
+def token_response(tokens: IssuedTokens, user: User | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": tokens.expires_in,
+        "session_id": str(tokens.session_id),
+    }
+    if user is not None:
+        doc["user"] = user.private_view()
+    return doc
+
+
+@blueprint.post("/register")
+async def register() -> Response:
+    body = await read_body(RegisterBody)
+    user = await services().auth.register(
+        email=body.email, username=body.username, password=body.password,
+        first_name=body.first_name, last_name=body.last_name,
+    )
+    return created(user.private_view(), f"/api/v1/users/{user.id}")
+
+
+@blueprint.post("/login")
+async def login() -> Response:
+    body = await read_body(LoginBody)
+    tokens, user = await services().auth.login(email=body.email, password=body.password, client=client_info())
+    return json_response(token_response(tokens, user))
+
+
+@blueprint.post("/refresh")
+async def refresh() -> Response:
+    body = await read_body(RefreshBody)
+    tokens = await services().auth.refresh(body.refresh_token, client=client_info())
+    return json_response(token_response(tokens))
+
+
+@blueprint.post("/logout")
+async def logout() -> Response:
+    principal = await current_principal()
+    await services().auth.logout(principal)
+    return no_content()
+
+
+@blueprint.get("/sessions")
+async def list_sessions() -> Response:
+    principal = await current_principal()
+    sessions = await services().auth.list_sessions(principal)
+    return json_response({
+        "data": [
+            {
+                "id": str(s.id),
+                "current": s.id == principal.session_id,
+                "user_agent": s.user_agent,
+                "ip_address": s.ip_address,
+                "created_at": s.created_at.isoformat(),
+                "last_used_at": s.last_used_at.isoformat(),
+                "expires_at": s.expires_at.isoformat(),
+            }
+            for s in sessions
+        ]
+    })
+
+
+@blueprint.delete("/sessions/<session_id>")
+async def revoke_session(session_id: str) -> Response:
+    principal = await current_principal()
+    await services().auth.revoke_session(principal, path_uuid(session_id, "session"))
+    return no_content()

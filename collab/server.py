@@ -1,0 +1,160 @@
+"""The composition root: trio -> trio-asyncio loop -> storage -> services -> hypercorn.
+
+:func:`open_services` builds everything a node needs (database, embedded or
+given; migrations; Redis when configured; the auth service) and closes it in
+reverse order. :func:`serve` runs the HTTP server on top until its
+``shutdown_trigger`` fires, then lets in-flight requests finish within
+``Settings.shutdown_grace_s``. :func:`run` is the process entry point used by
+``collab serve``: it installs SIGINT/SIGTERM handlers and returns the exit
+status.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from collab import __version__
+from collab.auth.passwords import ARGON2_OWASP, ARGON2_TEST, PasswordHasher
+from collab.auth.principals import PrincipalCache
+from collab.auth.service import AuthService
+from collab.auth.tokens import TokenCodec
+from collab.bus.redis_link import open_redis
+from collab.config import Settings
+from collab.http.app import create_app
+from collab.http.context import AppServices
+from collab.storage.database import Database, PoolOptions, open_database
+from collab.storage.embedded import open_embedded_postgres
+from collab.storage.migrations import check_schema, migrate
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings, *, check: bool = True) -> AsyncIterator[Database]:
+    """The database (embedded or given), migrated (or checked) unless ``check`` is False.
+
+    Must run inside ``trio_asyncio.open_loop()``.
+    """
+    async with AsyncExitStack() as stack:
+        dsn = settings.database_url
+        if dsn is None:
+            dsn = await stack.enter_async_context(open_embedded_postgres(settings.data_dir))
+        log.info("database: %s", settings.database_label)
+        db = await stack.enter_async_context(open_database(
+            dsn,
+            PoolOptions(
+                min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                connect_timeout_s=settings.db_connect_timeout_s,
+                statement_timeout_s=settings.db_statement_timeout_s,
+            ),
+            label=settings.database_label,
+        ))
+        if check and settings.migrate_on_start:
+            report = await migrate(db)
+            if report.applied:
+                log.info("migrated the schema to version %d", report.current)
+        elif check:
+            await check_schema(db)
+        yield db
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
+    """Open storage and services for one node. Must run inside ``trio_asyncio.open_loop()``."""
+    async with AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_storage(settings))
+        cache_ping: Callable[[], Awaitable[bool]] | None = None
+        if settings.redis_url:
+            redis = await stack.enter_async_context(open_redis(settings.redis_url))
+            cache_ping = redis.ping
+            log.info("redis: %s", redis.label)
+        else:
+            log.info("redis: not configured; rate limits and fan-out stay in this process")
+
+        hasher = PasswordHasher(
+            ARGON2_OWASP if settings.password_hashing == "argon2id" else ARGON2_TEST,
+            max_concurrent=settings.password_hash_concurrency,
+        )
+        await hasher.verify_dummy("")  # makes the dummy hash now, not in the first login
+        codec = TokenCodec(
+            secret=settings.jwt_secret, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+            access_ttl_s=settings.access_token_ttl_s, refresh_ttl_s=settings.refresh_token_ttl_s,
+        )
+        cache = PrincipalCache(ttl_s=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_entries)
+        auth = AuthService(
+            db, hasher, codec, cache,
+            registration_role=settings.registration_role, refresh_ttl_s=settings.refresh_token_ttl_s,
+        )
+        yield AppServices(settings=settings, db=db, auth=auth, cache_ping=cache_ping)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """Every hypercorn limit set explicitly (its defaults are loose: STACK.md trap 4)."""
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_grace_s
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
+    config.read_timeout = settings.body_timeout_s
+    config.h11_max_incomplete_size = 16 * 1024
+    config.h2_max_concurrent_streams = 100
+    config.h2_max_header_list_size = 16 * 1024
+    config.websocket_max_message_size = 1024 * 1024
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def serve(
+    settings: Settings, *, shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs.
+
+    After the trigger, in-flight requests get ``shutdown_grace_s`` to finish;
+    then services close (pools shielded with their own deadline).
+    """
+    async with trio_asyncio.open_loop():
+        async with open_services(settings) as services:
+            app = create_app(services)
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    partial(hypercorn_serve, app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+                )
+                log.info("collab %s listening on %s", __version__, ", ".join(binds))
+                task_status.started(binds)
+    log.info("stopped")
+
+
+async def serve_until_signalled(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM stops it gracefully; a second signal stops at once."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_signals, stop, nursery.cancel_scope, settings.shutdown_grace_s)
+        await serve(settings, shutdown_trigger=stop.wait)
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(
+    stop: trio.Event, hard_stop: trio.CancelScope, grace_s: float,
+    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.warning("second %s: stopping now", name)
+                hard_stop.cancel()
+                return
+            log.info("%s received: finishing in-flight requests (up to %.0f s)", name, grace_s)
+            stop.set()

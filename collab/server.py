@@ -126,12 +126,15 @@ async def serve(
     async with trio_asyncio.open_loop():
         async with open_services(settings) as services:
             app = create_app(services)
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    partial(hypercorn_serve, app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
-                )
-                log.info("collab %s listening on %s", __version__, ", ".join(binds))
-                task_status.started(binds)
+            async with trio.open_nursery() as background:
+                await background.start(services.loop_monitor.run)
+                async with trio.open_nursery() as server:
+                    binds = await server.start(
+                        partial(hypercorn_serve, app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+                    )
+                    log.info("collab %s listening on %s", __version__, ", ".join(binds))
+                    task_status.started(binds)
+                background.cancel_scope.cancel()
     log.info("stopped")
 
 

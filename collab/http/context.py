@@ -26,6 +26,7 @@ from collab.config import Settings
 from collab.domain.users import Principal
 from collab.errors import Unauthenticated
 from collab.logs import request_id_var
+from collab.loop_monitor import LoopMonitor
 from collab.storage.database import Database
 
 access_log = logging.getLogger("collab.access")
@@ -43,6 +44,7 @@ class AppServices:
     db: Database
     auth: AuthService
     cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
+    loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
     started_at: float = field(default_factory=time.time)
 
 

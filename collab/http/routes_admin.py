@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import pydantic
@@ -60,3 +61,23 @@ async def set_roles(user_id: str) -> Response:
         raise Forbidden("Admins cannot remove their own admin role")
     user = await services().auth.set_roles(target, tuple(sorted(set(body.roles))))
     return json_response(user.private_view())
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    """System figures as JSON: uptime, event-loop stalls, database pool."""
+    await require_admin()
+    svc = services()
+    return json_response({
+        "uptime_s": round(time.time() - svc.started_at, 3),
+        "event_loop": svc.loop_monitor.snapshot(),
+        "database_pool": svc.db.pool_stats(),
+    })
+
+
+@blueprint.post("/metrics/reset")
+async def reset_metrics() -> Response:
+    """Start a new window for the "since reset" figures (used by the benchmarks)."""
+    await require_admin()
+    services().loop_monitor.reset()
+    return json_response({"reset": True})

@@ -73,7 +73,10 @@ class Settings:
     registration_role: str = "manager"
     auth_cache_ttl_s: float = 60 * SECONDS
     auth_cache_entries: int = 10_000
-    max_page_size: int = 100
+    actor_inbox_size: int = 256
+    actor_max_batch: int = 64
+    actor_ask_timeout_s: float = 10 * SECONDS
+    actor_idle_timeout_s: float = 5 * MINUTES
 
     @property
     def production(self) -> bool:
@@ -191,7 +194,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "registration_role": _choice(GLOBAL_ROLES),
     "auth_cache_ttl_s": _float(0, 3600),
     "auth_cache_entries": _int(0, 10_000_000),
-    "max_page_size": _int(1, 1000),
+    "actor_inbox_size": _int(1, 100_000),
+    "actor_max_batch": _int(1, 10_000),
+    "actor_ask_timeout_s": _float(0.1, 600),
+    "actor_idle_timeout_s": _float(0.1, 24 * 3600),
 }
 
 ENV_PREFIX = "COLLAB_"

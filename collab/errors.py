@@ -14,10 +14,12 @@ it maps to, and whether retrying the same request may succeed::
     ├── MethodNotAllowed             method_not_allowed 405
     ├── RequestTimeout               request_timeout    408
     ├── Conflict                     conflict           409
+    │   └── StaleVersion             conflict           409   (REST with If-Match: 412)
     ├── PreconditionFailed           precondition_failed 412
     ├── PayloadTooLarge              payload_too_large  413
     ├── UnsupportedMediaType         unsupported_media_type 415
     ├── ValidationFailed             invalid            422   (carries field errors)
+    ├── IdempotencyKeyReused         idempotency_key_reused 422
     ├── RateLimited                  rate_limited       429   yes
     ├── Busy                         busy               503   yes
     ├── Unavailable                  unavailable        503   yes
@@ -120,6 +122,12 @@ class Conflict(CollabError):
     title = "Conflict"
 
 
+class StaleVersion(Conflict):
+    """An op's ``if_version`` is not the target's current version."""
+
+    title = "It changed since the version you sent"
+
+
 class PreconditionFailed(CollabError):
     code = "precondition_failed"
     status = 412
@@ -153,6 +161,12 @@ class ValidationFailed(CollabError):
     @classmethod
     def single(cls, field: str, message: str, kind: str = "value_error") -> "ValidationFailed":
         return cls([FieldError((field,), message, kind)])
+
+
+class IdempotencyKeyReused(CollabError):
+    code = "idempotency_key_reused"
+    status = 422
+    title = "This Idempotency-Key was already used with a different request"
 
 
 class RateLimited(CollabError):

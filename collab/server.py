@@ -23,6 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from collab import __version__
+from collab.actors.registry import RegistryOptions, open_registry
 from collab.auth.passwords import ARGON2_OWASP, ARGON2_TEST, PasswordHasher
 from collab.auth.principals import PrincipalCache
 from collab.auth.service import AuthService
@@ -94,7 +95,12 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             db, hasher, codec, cache,
             registration_role=settings.registration_role, refresh_ttl_s=settings.refresh_token_ttl_s,
         )
-        yield AppServices(settings=settings, db=db, auth=auth, cache_ping=cache_ping)
+        registry = await stack.enter_async_context(open_registry(db, RegistryOptions(
+            inbox_size=settings.actor_inbox_size, max_batch=settings.actor_max_batch,
+            ask_timeout_s=settings.actor_ask_timeout_s, commit_timeout_s=settings.db_statement_timeout_s,
+            idle_timeout_s=settings.actor_idle_timeout_s,
+        )))
+        yield AppServices(settings=settings, db=db, auth=auth, registry=registry, cache_ping=cache_ping)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

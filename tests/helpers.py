@@ -54,3 +54,28 @@ async def make_admin(database_url: str, user_id: str) -> None:
         database_url,
         f"INSERT INTO user_roles (user_id, role_id) SELECT '{uuid.UUID(user_id)}', id FROM roles WHERE name = 'admin'",
     )
+
+
+async def fetch_value(database_url: str, query: str, *args: Any) -> Any:
+    """The first column of the first row of ``query`` on the test's database (from a worker thread)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    return await trio.to_thread.run_sync(lambda: asyncio.run(run()))
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """``response`` is a problem+json document with that status and stable code; return it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    doc = response.json()
+    assert doc["status"] == status and doc["code"] == code, doc
+    return doc

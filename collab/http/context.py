@@ -21,6 +21,7 @@ from typing import Any
 from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 
+from collab.actors.registry import ActorRegistry
 from collab.auth.service import AuthService, ClientInfo
 from collab.config import Settings
 from collab.domain.users import Principal
@@ -43,6 +44,7 @@ class AppServices:
     settings: Settings
     db: Database
     auth: AuthService
+    registry: ActorRegistry
     cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
     loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
     started_at: float = field(default_factory=time.time)

@@ -1,0 +1,222 @@
+"""ProjectActor: the one task that owns a project's state and writes it.
+
+Every change to a project, from REST or WebSocket, is a :class:`Command` in
+this actor's bounded inbox. The actor takes up to ``max_batch`` queued
+commands at a time, applies them in order to a :class:`Draft` with the pure
+rules of :mod:`collab.domain.rules`, writes the batch's events and rows in ONE
+transaction with the seq fence (group commit), and only then folds the draft
+into its state, replies to each caller and hands the events to ``publish``.
+
+Guarantees:
+- Replies are sent only after commit: an ``Accepted`` reply means durable.
+- A failed commit fails exactly that batch's callers with a retryable error,
+  drops the draft and reloads the state from PostgreSQL.
+- The commit is shielded with a deadline, so cancellation (shutdown) never
+  leaves a batch half-acknowledged.
+- Replies go through each caller's own one-slot channel with ``send_nowait``;
+  a caller that gave up is ignored. Nothing here ever awaits a caller.
+- Readers get the committed state only (:meth:`read`): the draft is private.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import trio
+
+from collab.domain.model import Draft, ProjectState
+from collab.domain.ops import Event, MemberAdd, Op
+from collab.domain.results import result_view
+from collab.domain.rules import apply
+from collab.domain.users import Principal
+from collab.errors import CollabError, IdempotencyKeyReused, Unavailable
+from collab.storage import projects as store
+from collab.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A REST ``Idempotency-Key`` travelling with its command."""
+
+    key: str
+    request_hash: str
+    success_status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    seq: int                  # the project's seq after this command (unchanged for a no-op)
+    events: tuple[Event, ...]
+    result: Any               # JSON view of the affected record, or None
+    replayed: bool = False    # an idempotent retry answered from the first result
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    error: CollabError
+
+
+Reply = Accepted | Rejected
+
+
+@dataclass(eq=False)
+class Command:
+    op: Op
+    caller: Principal
+    reply: trio.MemorySendChannel[Reply]
+    client_op_id: str | None = None
+    idempotency: Idempotency | None = None
+
+
+@dataclass
+class ActorStats:
+    """Figures kept for metrics: inbox depth is read live from the channel."""
+
+    batches: int = 0
+    commands: int = 0
+    events: int = 0
+    last_batch_size: int = 0
+    commit_seconds_total: float = 0.0
+    last_commit_seconds: float = 0.0
+    failed_commits: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.commands / self.batches if self.batches else 0.0
+
+
+Publish = Callable[[uuid.UUID, Sequence[Event]], None]
+
+
+class ProjectNotFound(Exception):
+    """The project does not exist (or was deleted); the actor stops."""
+
+
+class ProjectActor:
+    def __init__(
+        self, project_id: uuid.UUID, db: Database, *, max_batch: int, commit_timeout_s: float,
+        publish: Publish, recent_keys: int = 1024,
+    ) -> None:
+        self.project_id = project_id
+        self._db = db
+        self._max_batch = max_batch
+        self._commit_timeout_s = commit_timeout_s
+        self._publish = publish
+        self.state: ProjectState | None = None
+        self.names: dict[uuid.UUID, str] = {}
+        self.stats = ActorStats()
+        self.loaded = trio.Event()
+        self._recent: OrderedDict[tuple[uuid.UUID, str], tuple[str, Accepted]] = OrderedDict()
+        self._recent_limit = recent_keys
+
+    # --- reading (synchronous, committed state only) ---
+
+    def name_of(self, user_id: uuid.UUID) -> str | None:
+        return self.names.get(user_id)
+
+    # --- lifecycle ---
+
+    async def load(self) -> None:
+        """(Re)load the committed state from PostgreSQL; :class:`ProjectNotFound` if gone."""
+        loaded = await self._db.run(store.load_state, self.project_id, transaction=False)
+        if loaded is None:
+            raise ProjectNotFound(self.project_id)
+        self.state, self.names = loaded
+        self.loaded.set()
+
+    async def process(self, batch: list[Command]) -> None:
+        """Apply, commit and answer one batch (the whole write path)."""
+        assert self.state is not None
+        now = datetime.now(timezone.utc)
+        draft = Draft(self.state)
+        accepted: list[tuple[Command, Accepted]] = []
+        records: list[store.EventRecord] = []
+        keys: list[store.IdempotencyRecord] = []
+        for command in batch:
+            replay = self._replay(command)
+            if replay is not None:
+                _reply(command, replay)
+                continue
+            try:
+                events = apply(draft, command.op, command.caller, now)
+            except CollabError as error:
+                _reply(command, Rejected(error))
+                continue
+            result = result_view(draft, command.op, self.names)
+            outcome = Accepted(seq=draft.seq, events=tuple(events), result=result)
+            accepted.append((command, outcome))
+            records.extend(store.EventRecord(e, command.caller.user_id, command.client_op_id) for e in events)
+            if command.idempotency is not None:
+                keys.append(store.IdempotencyRecord(
+                    command.caller.user_id, command.idempotency.key, command.idempotency.request_hash,
+                    command.idempotency.success_status, result, {},
+                ))
+        self.stats.batches += 1
+        self.stats.commands += len(batch)
+        self.stats.last_batch_size = len(batch)
+        if records or keys:
+            started = time.perf_counter()
+            try:
+                with trio.move_on_after(self._commit_timeout_s) as deadline:
+                    deadline.shield = True
+                    await self._db.run(
+                        store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,
+                        records=records, idempotency=keys,
+                    )
+                if deadline.cancelled_caught:
+                    raise Unavailable("The commit did not finish in time; retry")
+            except CollabError as error:
+                self.stats.failed_commits += 1
+                log.warning("commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail)
+                failure = error if error.retryable else Unavailable("The change could not be saved; retry")
+                for command, _ in accepted:
+                    _reply(command, Rejected(failure))
+                await self.load()
+                return
+            elapsed = time.perf_counter() - started
+            self.stats.last_commit_seconds = elapsed
+            self.stats.commit_seconds_total += elapsed
+            self.stats.events += len(records)
+        draft.commit()
+        for command, outcome in accepted:
+            if isinstance(command.op, MemberAdd):
+                self.names[command.op.user_id] = command.op.username
+            self._remember(command, outcome)
+            _reply(command, outcome)
+        if records:
+            self._publish(self.project_id, [r.event for r in records])
+
+    # --- idempotency within the actor's memory ---
+
+    def _replay(self, command: Command) -> Reply | None:
+        if command.idempotency is None:
+            return None
+        found = self._recent.get((command.caller.user_id, command.idempotency.key))
+        if found is None:
+            return None
+        request_hash, outcome = found
+        if request_hash != command.idempotency.request_hash:
+            return Rejected(IdempotencyKeyReused())
+        return Accepted(seq=outcome.seq, events=(), result=outcome.result, replayed=True)
+
+    def _remember(self, command: Command, outcome: Accepted) -> None:
+        if command.idempotency is None:
+            return
+        self._recent[(command.caller.user_id, command.idempotency.key)] = (command.idempotency.request_hash, outcome)
+        while len(self._recent) > self._recent_limit:
+            self._recent.popitem(last=False)
+
+
+def _reply(command: Command, reply: Reply) -> None:
+    try:
+        command.reply.send_nowait(reply)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the caller gave up; nothing to do

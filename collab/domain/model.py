@@ -1,0 +1,202 @@
+"""Projects, members and tasks as the actor holds them: pure, frozen records.
+
+:class:`ProjectState` is the committed state of one project (what PostgreSQL
+holds). :class:`Draft` layers a batch's uncommitted changes over it: the
+domain rules read through the draft, so a later command in a batch sees the
+effects of earlier ones, and only a successful commit folds the draft into
+the state (:meth:`Draft.commit`). A failed commit simply drops the draft.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterable, Iterator
+
+
+class TaskStatus(str, enum.Enum):
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    IN_REVIEW = "in_review"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Priority(str, enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class ProjectStatus(str, enum.Enum):
+    ACTIVE = "active"
+    ON_HOLD = "on_hold"
+    COMPLETED = "completed"
+    ARCHIVED = "archived"
+
+
+class ProjectRole(str, enum.Enum):
+    OWNER = "owner"
+    MANAGER = "manager"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: uuid.UUID
+    role: ProjectRole
+    username: str
+    display_name: str
+    joined_at: datetime
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "user_id": str(self.user_id),
+            "role": self.role.value,
+            "username": self.username,
+            "display_name": self.display_name,
+            "joined_at": self.joined_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: uuid.UUID
+    name: str
+    description: str | None
+    owner_id: uuid.UUID
+    status: ProjectStatus
+    priority: Priority
+    start_date: date | None
+    due_date: date | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def with_changes(self, **changes: Any) -> "Project":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: uuid.UUID
+    project_id: uuid.UUID
+    title: str
+    description: str | None
+    status: TaskStatus
+    priority: Priority
+    assignee_id: uuid.UUID | None
+    created_by: uuid.UUID
+    due_date: datetime | None
+    completed_at: datetime | None
+    estimated_hours: int | None
+    actual_hours: int | None
+    tags: tuple[str, ...]
+    position: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    def with_changes(self, **changes: Any) -> "Task":
+        return dataclasses.replace(self, **changes)
+
+
+#: Task fields a client may set directly (task.create / task.update).
+TASK_EDITABLE = ("title", "description", "priority", "due_date", "estimated_hours", "actual_hours", "tags", "status", "assignee_id")
+#: Project fields a client may set (project.update).
+PROJECT_EDITABLE = ("name", "description", "status", "priority", "start_date", "due_date")
+
+_DELETED = object()
+
+
+@dataclass
+class ProjectState:
+    """The committed state of one project. Owned by its actor alone."""
+
+    project: Project
+    seq: int
+    members: dict[uuid.UUID, Member] = field(default_factory=dict)
+    tasks: dict[uuid.UUID, Task] = field(default_factory=dict)
+    deleted: bool = False
+
+
+class Draft:
+    """A batch's view: the committed state plus uncommitted changes on top."""
+
+    def __init__(self, state: ProjectState) -> None:
+        self._state = state
+        self.project = state.project
+        self.seq = state.seq
+        self.deleted = state.deleted
+        self._members: dict[uuid.UUID, Member | object] = {}
+        self._tasks: dict[uuid.UUID, Task | object] = {}
+
+    @property
+    def project_id(self) -> uuid.UUID:
+        return self._state.project.id
+
+    def member(self, user_id: uuid.UUID) -> Member | None:
+        found = self._members.get(user_id, None)
+        if found is _DELETED:
+            return None
+        return found if found is not None else self._state.members.get(user_id)  # type: ignore[return-value]
+
+    def members(self) -> Iterator[Member]:
+        for user_id in self._state.members.keys() | self._members.keys():
+            m = self.member(user_id)
+            if m is not None:
+                yield m
+
+    def task(self, task_id: uuid.UUID) -> Task | None:
+        found = self._tasks.get(task_id, None)
+        if found is _DELETED:
+            return None
+        return found if found is not None else self._state.tasks.get(task_id)  # type: ignore[return-value]
+
+    def tasks(self) -> Iterable[Task]:
+        for task_id in self._state.tasks.keys() | self._tasks.keys():
+            t = self.task(task_id)
+            if t is not None:
+                yield t
+
+    def column(self, status: TaskStatus) -> list[Task]:
+        """Tasks of one status, in board order."""
+        return sorted((t for t in self.tasks() if t.status == status), key=lambda t: (t.position, str(t.id)))
+
+    # --- changes (called by the evolve step only) ---
+
+    def put_member(self, member: Member) -> None:
+        self._members[member.user_id] = member
+
+    def drop_member(self, user_id: uuid.UUID) -> None:
+        self._members[user_id] = _DELETED
+
+    def put_task(self, task: Task) -> None:
+        self._tasks[task.id] = task
+
+    def drop_task(self, task_id: uuid.UUID) -> None:
+        self._tasks[task_id] = _DELETED
+
+    def commit(self) -> None:
+        """Fold the changes into the committed state (after a successful commit)."""
+        state = self._state
+        state.project = self.project
+        state.seq = self.seq
+        state.deleted = self.deleted
+        for user_id, m in self._members.items():
+            if m is _DELETED:
+                state.members.pop(user_id, None)
+            else:
+                state.members[user_id] = m  # type: ignore[assignment]
+        for task_id, t in self._tasks.items():
+            if t is _DELETED:
+                state.tasks.pop(task_id, None)
+            else:
+                state.tasks[task_id] = t  # type: ignore[assignment]
+        self._members.clear()
+        self._tasks.clear()

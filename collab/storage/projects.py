@@ -1,0 +1,301 @@
+"""Units of work for the project write path: create, load, commit a batch.
+
+:func:`commit_batch` is the one place project changes reach PostgreSQL. In
+one transaction it advances ``projects.seq`` with a fence
+(``WHERE seq = expected``), inserts the batch's events into
+``project_events``, writes the rows the events describe (the final version of
+each touched task and member), and records REST idempotency keys. If the
+fence touches no row, another writer got there first: :class:`FenceLost` is
+raised and the transaction rolls back, so two writers never interleave.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+import asyncpg
+
+from collab.domain.model import (
+    Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
+)
+from collab.domain.ops import Event
+from collab.domain.views import member_payload, project_payload
+from collab.errors import Unavailable
+
+
+class FenceLost(Unavailable):
+    """The project's seq moved under us: another writer committed. Retry."""
+
+    code = "busy"
+    title = "The project changed under this batch; retry"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event with who caused it, as it is written to the change log."""
+
+    event: Event
+    actor_id: uuid.UUID | None
+    client_op_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    user_id: uuid.UUID
+    key: str
+    request_hash: str
+    status: int
+    response: Any
+    headers: dict[str, str]
+
+
+# --- reading ----------------------------------------------------------------------
+
+def _project(row: asyncpg.Record) -> Project:
+    return Project(
+        id=row["id"], name=row["name"], description=row["description"], owner_id=row["owner_id"],
+        status=ProjectStatus(row["status"]), priority=Priority(row["priority"]),
+        start_date=row["start_date"], due_date=row["due_date"], completed_at=row["completed_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def task_from_row(row: asyncpg.Record) -> Task:
+    return Task(
+        id=row["id"], project_id=row["project_id"], title=row["title"], description=row["description"],
+        status=TaskStatus(row["status"]), priority=Priority(row["priority"]), assignee_id=row["assignee_id"],
+        created_by=row["created_by"], due_date=row["due_date"], completed_at=row["completed_at"],
+        estimated_hours=row["estimated_hours"], actual_hours=row["actual_hours"], tags=tuple(row["tags"] or ()),
+        position=row["position"], version=row["version"], created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+_PROJECT_COLUMNS = (
+    "id, name, description, owner_id, status, priority, start_date, due_date, completed_at, created_at, updated_at"
+)
+TASK_COLUMNS = (
+    "t.id, t.project_id, t.title, t.description, t.status, t.priority, t.assignee_id, t.created_by, t.due_date,"
+    " t.completed_at, t.estimated_hours, t.actual_hours, t.tags, t.position, t.version, t.created_at, t.updated_at"
+)
+
+
+async def load_state(conn: asyncpg.Connection, project_id: uuid.UUID) -> tuple[ProjectState, dict[uuid.UUID, str]] | None:
+    """The committed state of a project and the names of every user it mentions."""
+    row = await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS}, seq FROM projects WHERE id = $1", project_id)
+    if row is None:
+        return None
+    member_rows = await conn.fetch(
+        """SELECT m.user_id, m.role, m.joined_at, u.username, u.first_name, u.last_name
+           FROM project_members m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1""",
+        project_id,
+    )
+    task_rows = await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1", project_id)
+    members = {r["user_id"]: _member(r) for r in member_rows}
+    tasks = {r["id"]: task_from_row(r) for r in task_rows}
+    mentioned = {t.created_by for t in tasks.values()} - members.keys()
+    names = {m.user_id: m.username for m in members.values()}
+    if mentioned:
+        for r in await conn.fetch("SELECT id, username FROM users WHERE id = ANY($1::uuid[])", list(mentioned)):
+            names[r["id"]] = r["username"]
+    state = ProjectState(project=_project(row), seq=row["seq"], members=members, tasks=tasks)
+    return state, names
+
+
+def _member(row: asyncpg.Record) -> Member:
+    display = " ".join(p for p in (row["first_name"], row["last_name"]) if p) or row["username"]
+    return Member(row["user_id"], ProjectRole(row["role"]), row["username"], display, row["joined_at"])
+
+
+async def project_of_task(conn: asyncpg.Connection, task_id: uuid.UUID) -> uuid.UUID | None:
+    return await conn.fetchval("SELECT project_id FROM tasks WHERE id = $1", task_id)
+
+
+async def member_candidate(conn: asyncpg.Connection, user_id: uuid.UUID) -> tuple[str, str] | None:
+    """(username, display name) of an active user who could be added to a project."""
+    row = await conn.fetchrow(
+        "SELECT username, first_name, last_name FROM users WHERE id = $1 AND is_active", user_id
+    )
+    if row is None:
+        return None
+    return row["username"], " ".join(p for p in (row["first_name"], row["last_name"]) if p) or row["username"]
+
+
+# --- creating ---------------------------------------------------------------------
+
+async def create_project(
+    conn: asyncpg.Connection, *, project_id: uuid.UUID, owner_id: uuid.UUID, fields: dict[str, Any],
+    now: datetime, idempotency: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Insert a project with its owner as first member; its first event is seq 1.
+
+    Returns the project's view for its creator. With ``idempotency`` (key,
+    request hash) that view is stored as the response to replay, in the same
+    transaction.
+    """
+    row = await conn.fetchrow(
+        f"""INSERT INTO projects (id, name, description, owner_id, status, priority, start_date, due_date,
+                                  completed_at, seq, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5::text = 'completed' THEN $9::timestamptz END, 1, $9, $9)
+            RETURNING {_PROJECT_COLUMNS}""",
+        project_id, fields["name"], fields.get("description"), owner_id, fields.get("status", "active"),
+        fields.get("priority", "medium"), fields.get("start_date"), fields.get("due_date"), now,
+    )
+    project = _project(row)
+    await conn.execute(
+        "INSERT INTO project_members (project_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)",
+        project_id, owner_id, now,
+    )
+    owner = await conn.fetchrow("SELECT id AS user_id, username, first_name, last_name, $2::timestamptz AS joined_at, 'owner' AS role FROM users WHERE id = $1", owner_id, now)
+    payload = {"project": project_payload(project), "member": member_payload(_member(owner))}
+    await conn.execute(
+        """INSERT INTO project_events (project_id, seq, kind, actor_id, payload, created_at)
+           VALUES ($1, 1, 'project.created', $2, $3, $4)""",
+        project_id, owner_id, payload, now,
+    )
+    view = project_payload(project) | {"seq": 1, "my_role": "owner"}
+    if idempotency is not None:
+        await _record_idempotency(conn, [IdempotencyRecord(owner_id, idempotency[0], idempotency[1], 201, view, {})])
+    return view
+
+
+# --- committing a batch -----------------------------------------------------------
+
+_UPSERT_TASK = """
+INSERT INTO tasks (id, project_id, title, description, status, priority, assignee_id, created_by, due_date,
+                   completed_at, estimated_hours, actual_hours, tags, position, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (id) DO UPDATE SET
+    title = EXCLUDED.title, description = EXCLUDED.description, status = EXCLUDED.status,
+    priority = EXCLUDED.priority, assignee_id = EXCLUDED.assignee_id, due_date = EXCLUDED.due_date,
+    completed_at = EXCLUDED.completed_at, estimated_hours = EXCLUDED.estimated_hours,
+    actual_hours = EXCLUDED.actual_hours, tags = EXCLUDED.tags, position = EXCLUDED.position,
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+"""
+
+_UPSERT_MEMBER = """
+INSERT INTO project_members (project_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role
+"""
+
+
+def _task_args(t: Task) -> tuple[Any, ...]:
+    return (
+        t.id, t.project_id, t.title, t.description, t.status.value, t.priority.value, t.assignee_id, t.created_by,
+        t.due_date, t.completed_at, t.estimated_hours, t.actual_hours, list(t.tags), t.position, t.version,
+        t.created_at, t.updated_at,
+    )
+
+
+async def commit_batch(
+    conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
+    idempotency: Sequence[IdempotencyRecord] = (),
+) -> None:
+    """Write one batch atomically; :class:`FenceLost` if the seq moved."""
+    if not records:
+        return
+    new_seq = records[-1].event.seq
+    fenced = await conn.execute(
+        "UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2", project_id, expected_seq, new_seq
+    )
+    if fenced != "UPDATE 1":
+        raise FenceLost()
+    await conn.executemany(
+        """INSERT INTO project_events (project_id, seq, kind, task_id, actor_id, client_op_id, payload)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        [(project_id, r.event.seq, r.event.kind, r.event.task_id, r.actor_id, r.client_op_id, r.event.payload)
+         for r in records],
+    )
+    await _write_rows(conn, project_id, [r.event for r in records])
+    await _record_idempotency(conn, idempotency)
+
+
+async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: Sequence[Event]) -> None:
+    tasks: dict[uuid.UUID, Task | None] = {}
+    members: dict[uuid.UUID, Member | None] = {}
+    project: Project | None = None
+    deleted = False
+    for e in events:
+        if e.kind.startswith("task."):
+            tasks[e.task_id] = e.after if isinstance(e.after, Task) else None  # type: ignore[index]
+        elif e.kind.startswith("member."):
+            members[e.subject_id] = e.after if isinstance(e.after, Member) else None  # type: ignore[index]
+        elif e.kind == "project.updated":
+            project = e.after  # type: ignore[assignment]
+        elif e.kind == "project.deleted":
+            deleted = True
+    if deleted:
+        await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
+        return
+    if project is not None:
+        await conn.execute(
+            """UPDATE projects SET name = $2, description = $3, status = $4, priority = $5, start_date = $6,
+                   due_date = $7, completed_at = $8, updated_at = $9 WHERE id = $1""",
+            project_id, project.name, project.description, project.status.value, project.priority.value,
+            project.start_date, project.due_date, project.completed_at, project.updated_at,
+        )
+    put_members = [(project_id, m.user_id, m.role.value, m.joined_at) for m in members.values() if m is not None]
+    gone_members = [uid for uid, m in members.items() if m is None]
+    if put_members:
+        await conn.executemany(_UPSERT_MEMBER, put_members)
+    if gone_members:
+        await conn.execute(
+            "DELETE FROM project_members WHERE project_id = $1 AND user_id = ANY($2::uuid[])", project_id, gone_members
+        )
+    put_tasks = [_task_args(t) for t in tasks.values() if t is not None]
+    gone_tasks = [tid for tid, t in tasks.items() if t is None]
+    if put_tasks:
+        await conn.executemany(_UPSERT_TASK, put_tasks)
+    if gone_tasks:
+        await conn.execute("DELETE FROM tasks WHERE project_id = $1 AND id = ANY($2::uuid[])", project_id, gone_tasks)
+
+
+# --- idempotency keys -------------------------------------------------------------
+
+IDEMPOTENCY_TTL = "24 hours"
+
+
+async def _record_idempotency(conn: asyncpg.Connection, records: Sequence[IdempotencyRecord]) -> None:
+    if not records:
+        return
+    await conn.executemany(
+        f"""INSERT INTO idempotency_keys (user_id, key, request_hash, status, response, response_headers)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (user_id, key) DO UPDATE SET
+                request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, response = EXCLUDED.response,
+                response_headers = EXCLUDED.response_headers, created_at = now()
+            WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'""",
+        [(r.user_id, r.key, r.request_hash, r.status, r.response, r.headers) for r in records],
+    )
+
+
+async def find_idempotency(conn: asyncpg.Connection, user_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+    """A stored response for this key, if it is younger than 24 hours."""
+    row = await conn.fetchrow(
+        f"""SELECT request_hash, status, response, response_headers FROM idempotency_keys
+            WHERE user_id = $1 AND key = $2 AND created_at > now() - interval '{IDEMPOTENCY_TTL}'""",
+        user_id, key,
+    )
+    if row is None:
+        return None
+    return IdempotencyRecord(user_id, key, row["request_hash"], row["status"], row["response"], row["response_headers"] or {})
+
+
+# --- the change log ---------------------------------------------------------------
+
+async def events_since(conn: asyncpg.Connection, project_id: uuid.UUID, since: int, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT e.seq, e.kind, e.task_id, e.actor_id, e.client_op_id, e.payload, e.created_at
+           FROM project_events e WHERE e.project_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3""",
+        project_id, since, limit,
+    )
+    return [
+        {
+            "seq": r["seq"], "kind": r["kind"], "task_id": str(r["task_id"]) if r["task_id"] else None,
+            "actor_id": str(r["actor_id"]) if r["actor_id"] else None, "client_op_id": r["client_op_id"],
+            "data": r["payload"], "created_at": r["created_at"].isoformat(),
+        }
+        for r in rows
+    ]

@@ -19,6 +19,8 @@ import asyncio
 import functools
 import inspect
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +90,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from collab.storage.embedded import _import_pgserver
 
     pgserver = _import_pgserver()
-    server = pgserver.get_server(tmp_path_factory.mktemp("embedded-pg") / "data", cleanup_mode="stop")
+    # Not under pytest's tmp dirs: those are private to root (0700) and pytest
+    # prunes them, while PostgreSQL runs as the OS user `pgserver` when root.
+    root = Path(tempfile.mkdtemp(prefix="collab-test-pg-"))
+    server = pgserver.get_server(root / "data", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_settings(database_url: str | None, data_dir: Path, **changes: object) -> Settings:

@@ -92,6 +92,21 @@ class ActorRegistry:
     def actors(self) -> list[ProjectActor]:
         return [slot.actor for slot in self._slots.values()]
 
+    def figures(self) -> dict[str, float | int]:
+        """Totals over the running actors, for metrics."""
+        stats = [slot.actor.stats for slot in self._slots.values()]
+        batches = sum(s.batches for s in stats)
+        commands = sum(s.commands for s in stats)
+        return {
+            "active": len(self._slots),
+            "inbox_depth": sum(slot.inbox_send.statistics().current_buffer_used for slot in self._slots.values()),
+            "batches": batches,
+            "commands": commands,
+            "mean_batch_size": round(commands / batches, 3) if batches else 0.0,
+            "failed_commits": sum(s.failed_commits for s in stats),
+            "commit_seconds_total": round(sum(s.commit_seconds_total for s in stats), 6),
+        }
+
     def inbox_depth(self, project_id: uuid.UUID) -> int:
         slot = self._slots.get(project_id)
         return slot.inbox_send.statistics().current_buffer_used if slot else 0

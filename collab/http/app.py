@@ -10,6 +10,7 @@ from quart_trio import QuartTrio
 
 from collab.http import routes_admin, routes_auth, routes_health, routes_projects, routes_tasks, routes_users
 from collab.http.context import AppServices, install_request_hooks
+from collab.http.openapi import install_openapi
 from collab.http.problems import install_problem_handlers
 
 
@@ -26,6 +27,7 @@ def create_app(services: AppServices) -> QuartTrio:
     app.extensions["collab"] = services
     install_request_hooks(app)
     install_problem_handlers(app)
+    install_openapi(app)
     for module in (routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks):
         app.register_blueprint(module.blueprint)
     return app

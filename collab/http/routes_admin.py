@@ -14,6 +14,8 @@ from collab.http.context import current_principal, services
 from collab.http.inputs import Body, path_uuid, read_body, read_query
 from collab.http.responses import json_response, paginated
 from collab.http.routes_users import UserSearch
+from collab.http.openapi import api
+from collab.http.schemas_out import AdminMetrics, Page, Reset, UserPrivate
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 
@@ -34,14 +36,17 @@ async def require_admin() -> Principal:
 
 
 @blueprint.get("/users")
+@api(tag="admin", ok=Page[UserPrivate], query=UserSearch, errors=(403,))
 async def list_users() -> Response:
     principal = await require_admin()
     query = read_query(UserSearch)
     users, total = await services().auth.search_users(principal, query=query.q, limit=query.limit, offset=query.offset)
-    return paginated([u.private_view() for u in users], page=query.page, limit=query.limit, total=total)
+    return paginated([u.private_view() for u in users], page=query.effective_page, limit=query.limit, total=total,
+                     next_cursor=query.next_cursor(total))
 
 
 @blueprint.put("/users/<user_id>/active")
+@api(tag="admin", ok=UserPrivate, body=ActiveBody, errors=(403, 404))
 async def set_active(user_id: str) -> Response:
     principal = await require_admin()
     body = await read_body(ActiveBody)
@@ -53,6 +58,7 @@ async def set_active(user_id: str) -> Response:
 
 
 @blueprint.put("/users/<user_id>/roles")
+@api(tag="admin", ok=UserPrivate, body=RolesBody, errors=(403, 404))
 async def set_roles(user_id: str) -> Response:
     principal = await require_admin()
     body = await read_body(RolesBody)
@@ -64,18 +70,21 @@ async def set_roles(user_id: str) -> Response:
 
 
 @blueprint.get("/metrics")
+@api(tag="admin", ok=AdminMetrics, errors=(403,))
 async def metrics() -> Response:
-    """System figures as JSON: uptime, event-loop stalls, database pool."""
+    """System figures as JSON: uptime, event-loop stalls, database pool, project actors."""
     await require_admin()
     svc = services()
     return json_response({
         "uptime_s": round(time.time() - svc.started_at, 3),
         "event_loop": svc.loop_monitor.snapshot(),
         "database_pool": svc.db.pool_stats(),
+        "actors": svc.registry.figures(),
     })
 
 
 @blueprint.post("/metrics/reset")
+@api(tag="admin", ok=Reset, errors=(403,))
 async def reset_metrics() -> Response:
     """Start a new window for the "since reset" figures (used by the benchmarks)."""
     await require_admin()

@@ -12,6 +12,8 @@ from collab.domain.users import User
 from collab.http.context import client_info, current_principal, services
 from collab.http.inputs import Body, path_uuid, read_body
 from collab.http.responses import created, json_response, no_content
+from collab.http.openapi import api
+from collab.http.schemas_out import SessionList, Tokens, UserPrivate
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 
@@ -55,6 +57,7 @@ def token_response(tokens: IssuedTokens, user: User | None = None) -> dict[str, 
 
 
 @blueprint.post("/register")
+@api(tag="auth", ok=UserPrivate, status=201, body=RegisterBody, errors=(409,), auth=False)
 async def register() -> Response:
     body = await read_body(RegisterBody)
     user = await services().auth.register(
@@ -65,6 +68,7 @@ async def register() -> Response:
 
 
 @blueprint.post("/login")
+@api(tag="auth", ok=Tokens, body=LoginBody, errors=(401, 403), auth=False)
 async def login() -> Response:
     body = await read_body(LoginBody)
     tokens, user = await services().auth.login(email=body.email, password=body.password, client=client_info())
@@ -72,6 +76,7 @@ async def login() -> Response:
 
 
 @blueprint.post("/refresh")
+@api(tag="auth", ok=Tokens, body=RefreshBody, errors=(401,), auth=False)
 async def refresh() -> Response:
     body = await read_body(RefreshBody)
     tokens = await services().auth.refresh(body.refresh_token, client=client_info())
@@ -79,6 +84,7 @@ async def refresh() -> Response:
 
 
 @blueprint.post("/logout")
+@api(tag="auth", status=204)
 async def logout() -> Response:
     principal = await current_principal()
     await services().auth.logout(principal)
@@ -86,6 +92,7 @@ async def logout() -> Response:
 
 
 @blueprint.get("/sessions")
+@api(tag="auth", ok=SessionList)
 async def list_sessions() -> Response:
     principal = await current_principal()
     sessions = await services().auth.list_sessions(principal)
@@ -106,6 +113,7 @@ async def list_sessions() -> Response:
 
 
 @blueprint.delete("/sessions/<session_id>")
+@api(tag="auth", status=204, errors=(404,))
 async def revoke_session(session_id: str) -> Response:
     principal = await current_principal()
     await services().auth.revoke_session(principal, path_uuid(session_id, "session"))

@@ -14,13 +14,22 @@ from quart import Blueprint, Response
 from collab import __version__
 from collab.http.context import services
 from collab.http.responses import json_response
+from collab.http.openapi import api
+from collab.http.schemas_out import Health, Pong
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/health")
-@blueprint.get("/api/v1/health")
+@api(tag="operations", ok=Health, auth=False, errors=(503,))
 async def health() -> Response:
+    """The same report at the root, for load balancers and orchestrators."""
+    return await api_health()
+
+
+@blueprint.get("/api/v1/health")
+@api(tag="operations", ok=Health, auth=False, errors=(503,))
+async def api_health() -> Response:
     svc = services()
     database = "up" if await svc.db.ping() else "down"
     if svc.cache_ping is None:
@@ -40,6 +49,7 @@ async def health() -> Response:
 
 
 @blueprint.get("/api/v1/ping")
+@api(tag="operations", ok=Pong, auth=False)
 async def ping() -> Response:
     """No auth, no I/O: a liveness probe and the benchmarks' baseline route."""
     return json_response({"pong": True})

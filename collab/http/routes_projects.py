@@ -29,6 +29,8 @@ from collab.http.writes import etag, idempotency_for, if_match_version, not_modi
 from collab.domain.views import project_payload
 from collab.storage import projects as store
 from collab.storage.queries import list_projects
+from collab.http.openapi import api
+from collab.http.schemas_out import Changes, Member, MemberList, Page, Project
 
 blueprint = Blueprint("projects", __name__, url_prefix="/api/v1/projects")
 
@@ -55,7 +57,8 @@ def project_view(actor: ProjectActor, principal: Principal) -> dict:
     }
 
 
-@blueprint.get("/")
+@blueprint.get("")
+@api(tag="projects", ok=Page[Project], query=ProjectQuery)
 async def list_() -> Response:
     principal = await current_principal()
     query = read_query(ProjectQuery)
@@ -66,7 +69,8 @@ async def list_() -> Response:
     return paginated(items, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total))
 
 
-@blueprint.post("/")
+@blueprint.post("")
+@api(tag="projects", ok=Project, status=201, body=ProjectCreateBody, errors=(403,))
 async def create() -> Response:
     principal = await current_principal()
     if not may_create_projects(principal):
@@ -87,6 +91,7 @@ async def create() -> Response:
 
 
 @blueprint.get("/<project_id>")
+@api(tag="projects", ok=Project, errors=(403, 404))
 async def get(project_id: str) -> Response:
     principal = await current_principal()
     actor = await readable_project(path_uuid(project_id, "project"), principal)
@@ -104,17 +109,20 @@ async def _update(project_id: str) -> Response:
 
 
 @blueprint.put("/<project_id>")
+@api(tag="projects", ok=Project, body=ProjectFields, errors=(403, 404, 409, 412, 503))
 async def replace(project_id: str) -> Response:
     """Update the fields sent (as the seed's clients expect of PUT)."""
     return await _update(project_id)
 
 
 @blueprint.patch("/<project_id>")
+@api(tag="projects", ok=Project, body=ProjectFields, errors=(403, 404, 409, 412, 503))
 async def patch(project_id: str) -> Response:
     return await _update(project_id)
 
 
 @blueprint.delete("/<project_id>")
+@api(tag="projects", status=204, errors=(403, 404, 409, 412, 503))
 async def delete(project_id: str) -> Response:
     pid = path_uuid(project_id, "project")
     version = if_match_version()
@@ -124,6 +132,7 @@ async def delete(project_id: str) -> Response:
 # --- members ---------------------------------------------------------------------
 
 @blueprint.get("/<project_id>/members")
+@api(tag="projects", ok=MemberList, errors=(403, 404))
 async def members(project_id: str) -> Response:
     principal = await current_principal()
     actor = await readable_project(path_uuid(project_id, "project"), principal)
@@ -135,6 +144,7 @@ async def members(project_id: str) -> Response:
 
 
 @blueprint.post("/<project_id>/members")
+@api(tag="projects", ok=Member, status=201, body=MemberAddBody, errors=(403, 404, 409, 412, 503))
 async def add_member(project_id: str) -> Response:
     pid = path_uuid(project_id, "project")
     body = await read_body(MemberAddBody)
@@ -151,6 +161,7 @@ async def add_member(project_id: str) -> Response:
 
 
 @blueprint.put("/<project_id>/members/<user_id>")
+@api(tag="projects", ok=Member, body=MemberRoleBody, errors=(403, 404, 409, 412, 503))
 async def update_member(project_id: str, user_id: str) -> Response:
     pid, uid = path_uuid(project_id, "project"), path_uuid(user_id, "member")
     body = await read_body(MemberRoleBody)
@@ -158,6 +169,7 @@ async def update_member(project_id: str, user_id: str) -> Response:
 
 
 @blueprint.delete("/<project_id>/members/<user_id>")
+@api(tag="projects", status=204, errors=(403, 404, 409, 412, 503))
 async def remove_member(project_id: str, user_id: str) -> Response:
     pid, uid = path_uuid(project_id, "project"), path_uuid(user_id, "member")
     return await write(pid, lambda p: ops.MemberRemove(uid), success_status=204)
@@ -166,6 +178,7 @@ async def remove_member(project_id: str, user_id: str) -> Response:
 # --- change log ------------------------------------------------------------------
 
 @blueprint.get("/<project_id>/changes")
+@api(tag="projects", ok=Changes, query=ChangesQuery, errors=(403, 404))
 async def changes(project_id: str) -> Response:
     """Committed events after ``since``, in seq order (the WebSocket's events)."""
     principal = await current_principal()

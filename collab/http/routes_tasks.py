@@ -23,6 +23,8 @@ from collab.http.responses import json_response, paginated
 from collab.http.schemas import TaskAssignBody, TaskCreateBody, TaskFields, TaskMoveBody, TaskQuery, TaskStatusBody
 from collab.http.writes import etag, if_match_version, not_modified, write
 from collab.storage.queries import TaskFilter, list_tasks
+from collab.http.openapi import api
+from collab.http.schemas_out import Page, Task
 
 blueprint = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
 
@@ -42,17 +44,20 @@ async def _search() -> Response:
     return paginated(items, page=q.effective_page, limit=q.limit, total=total, next_cursor=q.next_cursor(total))
 
 
-@blueprint.get("/")
+@blueprint.get("")
+@api(tag="tasks", ok=Page[Task], query=TaskQuery)
 async def list_() -> Response:
     return await _search()
 
 
 @blueprint.get("/search")
+@api(tag="tasks", ok=Page[Task], query=TaskQuery)
 async def search() -> Response:
     return await _search()
 
 
-@blueprint.post("/")
+@blueprint.post("")
+@api(tag="tasks", ok=Task, status=201, body=TaskCreateBody, errors=(403, 404, 409, 412, 503))
 async def create() -> Response:
     body = await read_body(TaskCreateBody)
     task_id = uuid.uuid4()
@@ -63,6 +68,7 @@ async def create() -> Response:
 
 
 @blueprint.get("/<task_id>")
+@api(tag="tasks", ok=Task, errors=(403, 404))
 async def get(task_id: str) -> Response:
     principal = await current_principal()
     tid = path_uuid(task_id, "task")
@@ -92,6 +98,7 @@ async def _task_write(task_id: str, make_op, *, success_status: int = 200) -> Re
 
 
 @blueprint.put("/<task_id>")
+@api(tag="tasks", ok=Task, body=TaskFields, errors=(403, 404, 409, 412, 503))
 async def update(task_id: str) -> Response:
     """Update the fields sent (partial, as in the seed)."""
     body = await read_body(TaskFields)
@@ -99,23 +106,27 @@ async def update(task_id: str) -> Response:
 
 
 @blueprint.patch("/<task_id>")
+@api(tag="tasks", ok=Task, body=TaskFields, errors=(403, 404, 409, 412, 503))
 async def patch(task_id: str) -> Response:
     return await update(task_id)
 
 
 @blueprint.put("/<task_id>/status")
+@api(tag="tasks", ok=Task, body=TaskStatusBody, errors=(403, 404, 409, 412, 503))
 async def set_status(task_id: str) -> Response:
     body = await read_body(TaskStatusBody)
     return await _task_write(task_id, lambda tid, v: ops.TaskUpdate(tid, {"status": body.status}, if_version=v))
 
 
 @blueprint.put("/<task_id>/assign")
+@api(tag="tasks", ok=Task, body=TaskAssignBody, errors=(403, 404, 409, 412, 503))
 async def assign(task_id: str) -> Response:
     body = await read_body(TaskAssignBody)
     return await _task_write(task_id, lambda tid, v: ops.TaskAssign(tid, body.assignee_id, if_version=v))
 
 
 @blueprint.post("/<task_id>/move")
+@api(tag="tasks", ok=Task, body=TaskMoveBody, errors=(403, 404, 409, 412, 503))
 async def move(task_id: str) -> Response:
     """Place the task in a column (``status``) between neighbours (``after`` / ``before``)."""
     body = await read_body(TaskMoveBody)
@@ -126,5 +137,6 @@ async def move(task_id: str) -> Response:
 
 
 @blueprint.delete("/<task_id>")
+@api(tag="tasks", status=204, errors=(403, 404, 409, 412, 503))
 async def delete(task_id: str) -> Response:
     return await _task_write(task_id, lambda tid, v: ops.TaskDelete(tid, if_version=v), success_status=204)

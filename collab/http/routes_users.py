@@ -17,11 +17,11 @@ from collab.http.context import current_principal, services
 from collab.http.inputs import Body, path_uuid, read_body, read_query
 from collab.http.responses import json_response, paginated
 from collab.http.routes_auth import Name, Password
+from collab.http.schemas import Paging
+from collab.http.openapi import api
+from collab.http.schemas_out import Page, PasswordChanged, UserAny, UserPrivate
 
 blueprint = Blueprint("users", __name__, url_prefix="/api/v1/users")
-
-MAX_PAGE_SIZE = 100
-
 
 class ProfilePatch(Body):
     first_name: Name | None = None
@@ -34,21 +34,12 @@ class PasswordChange(Body):
     new_password: Password
 
 
-class Page(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    page: Annotated[int, pydantic.Field(ge=1, le=100_000)] = 1
-    limit: Annotated[int, pydantic.Field(ge=1, le=MAX_PAGE_SIZE)] = 20
-
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.limit
-
-
-class UserSearch(Page):
+class UserSearch(Paging):
     q: Annotated[str, pydantic.StringConstraints(max_length=254, strip_whitespace=True)] | None = None
 
 
 @blueprint.get("/me")
+@api(tag="users", ok=UserPrivate)
 async def me() -> Response:
     principal = await current_principal()
     user = await services().auth.get_user(principal.user_id)
@@ -56,6 +47,7 @@ async def me() -> Response:
 
 
 @blueprint.patch("/me")
+@api(tag="users", ok=UserPrivate, body=ProfilePatch)
 async def update_me() -> Response:
     principal = await current_principal()
     body = await read_body(ProfilePatch)
@@ -64,6 +56,7 @@ async def update_me() -> Response:
 
 
 @blueprint.put("/me/password")
+@api(tag="users", ok=PasswordChanged, body=PasswordChange)
 async def change_password() -> Response:
     principal = await current_principal()
     body = await read_body(PasswordChange)
@@ -71,16 +64,18 @@ async def change_password() -> Response:
     return json_response({"changed": True, "other_sessions_ended": ended})
 
 
-@blueprint.get("/")
+@blueprint.get("")
+@api(tag="users", ok=Page[UserAny], query=UserSearch)
 async def search() -> Response:
     principal = await current_principal()
     query = read_query(UserSearch)
     users, total = await services().auth.search_users(principal, query=query.q, limit=query.limit, offset=query.offset)
     views = [u.private_view() if principal.may_view_private(u.id) else u.public_view() for u in users]
-    return paginated(views, page=query.page, limit=query.limit, total=total)
+    return paginated(views, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total))
 
 
 @blueprint.get("/<user_id>")
+@api(tag="users", ok=UserAny, errors=(404,))
 async def get_user(user_id: str) -> Response:
     principal = await current_principal()
     user = await services().auth.get_user(path_uuid(user_id, "user"))

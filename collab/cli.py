@@ -20,7 +20,7 @@ import trio_asyncio
 
 from collab import __version__
 from collab.config import ConfigError, Settings, env_var, load_settings
-from collab.errors import CollabError
+from collab.errors import CollabError, ValidationFailed
 from collab.logs import configure_logging
 from collab.storage.embedded import EmbeddedDatabaseError
 from collab.storage.migrations import SchemaError
@@ -94,8 +94,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None or (args.command == "user" and args.user_command is None):
-        parser.print_help() if args.command is None else parser.parse_args([args.command, "--help"])
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "user" and args.user_command is None:
+        try:
+            parser.parse_args(["user", "--help"])
+        except SystemExit:
+            pass
         return EXIT_USAGE
     try:
         settings = _settings(args)
@@ -131,10 +137,18 @@ def _run(action: Callable[[], Awaitable[Any]]) -> int:
         if expected is None:
             log.critical("collab stopped on an unexpected error", exc_info=exc)
             return EXIT_FAILURE
-        log.error("%s", expected)
-        print(f"collab: {expected}", file=sys.stderr)
+        message = _describe(expected)
+        log.error("%s", message)
+        print(f"collab: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(expected, ConfigError) else EXIT_FAILURE
     return EXIT_OK
+
+
+def _describe(error: BaseException) -> str:
+    """One line; for invalid input, each field's reason (never the value)."""
+    if isinstance(error, ValidationFailed):
+        return "; ".join(f"{'.'.join(map(str, e.loc)) or 'input'}: {e.message}" for e in error.errors)
+    return str(error)
 
 
 def _find_expected(exc: BaseException) -> BaseException | None:

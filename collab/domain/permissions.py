@@ -65,9 +65,9 @@ def require(caller: Principal, member: Member | None, action: Action) -> None:
 
 
 def may_delete_task(caller: Principal, member: Member | None, created_by: object) -> bool:
-    """The task's creator, the project owner, or an admin (API.md)."""
+    """The task's creator (while they may still write tasks), the project owner, or an admin (API.md)."""
     if caller.is_admin:
         return True
-    if member is None or is_read_only(caller):
-        return False
+    if member is None or is_read_only(caller) or Action.WRITE_TASKS not in _PROJECT_ROLE_ACTIONS[member.role]:
+        return False  # project viewers may not delete, not even what they created earlier
     return member.role == ProjectRole.OWNER or created_by == caller.user_id

@@ -45,7 +45,11 @@ def apply(draft: Draft, op: Op, caller: Principal, now: datetime) -> list[Event]
     if draft.deleted:
         raise NotFound("No such project")
     handler = _HANDLERS[type(op)]
-    return handler(draft, op, caller, now)
+    try:
+        return handler(draft, op, caller, now)
+    except positions.PositionError as exc:
+        # Checked before any change is recorded, so the draft is untouched.
+        raise Conflict(f"Cannot place the task there: {exc}") from None
 
 
 # --- helpers -------------------------------------------------------------------

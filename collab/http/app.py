@@ -6,6 +6,9 @@ builds the services and serves the app with hypercorn.
 
 from __future__ import annotations
 
+from typing import Any, Awaitable, Callable
+
+import trio
 from quart_trio import QuartTrio
 
 from collab.http import routes_admin, routes_auth, routes_health, routes_projects, routes_tasks, routes_users
@@ -30,4 +33,35 @@ def create_app(services: AppServices) -> QuartTrio:
     install_openapi(app)
     for module in (routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks):
         app.register_blueprint(module.blueprint)
+    app.asgi_app = FinishLastSend(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+class FinishLastSend:
+    """Let the final send of a response finish, within a deadline.
+
+    With an unread request body (a 413), hypercorn closes the ``Connection:
+    close`` socket inside the last ``send``; closing reports a disconnect, on
+    which quart-trio cancels the handler's nursery, including that very send,
+    so the socket stayed open until the body timeout. Shielding the last send
+    (bounded by ``deadline_s``) lets the close complete.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], deadline_s: float = 5.0) -> None:
+        self.app = app
+        self.deadline_s = deadline_s
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_last_shielded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(self.deadline_s) as scope_:
+                    scope_.shield = True
+                    await send(message)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_last_shielded)

@@ -34,6 +34,13 @@ access_log = logging.getLogger("collab.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Endpoints that answer without a token; every other route authenticates
+#: first, so an anonymous caller learns nothing (not even whether an id exists).
+PUBLIC_ENDPOINTS = frozenset({
+    "health.health", "health.api_health", "health.ping",
+    "auth.register", "auth.login", "auth.refresh",
+    "openapi", "swagger_ui", "static",
+})
 MAX_USER_AGENT_CHARS = 512
 
 
@@ -88,6 +95,8 @@ def install_request_hooks(app: QuartTrio) -> None:
         request_id_var.set(g.request_id)
         if request.method in _BODY_METHODS:
             await request.get_data(cache=True)
+        if request.url_rule is not None and request.endpoint not in PUBLIC_ENDPOINTS:
+            await current_principal()
 
     @app.after_request
     async def _finish(response: Response) -> Response:

@@ -140,8 +140,13 @@ class ProjectActor:
         accepted: list[tuple[Command, Accepted]] = []
         records: list[store.EventRecord] = []
         keys: list[store.IdempotencyRecord] = []
+        in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]] = {}
+        repeats: list[Command] = []  # same key and request as an earlier command of this batch
         for command in batch:
-            replay = self._replay(command)
+            replay = self._replay(command, in_batch)
+            if replay == "repeat":
+                repeats.append(command)
+                continue
             if replay is not None:
                 _reply(command, replay)
                 continue
@@ -153,6 +158,8 @@ class ProjectActor:
             result = result_view(draft, command.op, self.names)
             outcome = Accepted(seq=draft.seq, events=tuple(events), result=result)
             accepted.append((command, outcome))
+            if command.idempotency is not None:
+                in_batch[(command.caller.user_id, command.idempotency.key)] = (command.idempotency.request_hash, outcome)
             records.extend(store.EventRecord(e, command.caller.user_id, command.client_op_id) for e in events)
             if command.idempotency is not None:
                 keys.append(store.IdempotencyRecord(
@@ -177,7 +184,7 @@ class ProjectActor:
                 self.stats.failed_commits += 1
                 log.warning("commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail)
                 failure = error if error.retryable else Unavailable("The change could not be saved; retry")
-                for command, _ in accepted:
+                for command in [c for c, _ in accepted] + repeats:
                     _reply(command, Rejected(failure))
                 await self.load()
                 return
@@ -191,15 +198,28 @@ class ProjectActor:
                 self.names[command.op.user_id] = command.op.username
             self._remember(command, outcome)
             _reply(command, outcome)
+        for command in repeats:
+            replay = self._replay(command, {})
+            _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("retry")))
         if records:
             self._publish(self.project_id, [r.event for r in records])
 
     # --- idempotency within the actor's memory ---
 
-    def _replay(self, command: Command) -> Reply | None:
+    def _replay(
+        self, command: Command, in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]]
+    ) -> Reply | str | None:
+        """The answer for a repeated Idempotency-Key: a replay, a rejection,
+        ``"repeat"`` (same request earlier in this batch: answer after commit), or None."""
         if command.idempotency is None:
             return None
-        found = self._recent.get((command.caller.user_id, command.idempotency.key))
+        key = (command.caller.user_id, command.idempotency.key)
+        pending = in_batch.get(key)
+        if pending is not None:
+            if pending[0] != command.idempotency.request_hash:
+                return Rejected(IdempotencyKeyReused())
+            return "repeat"
+        found = self._recent.get(key)
         if found is None:
             return None
         request_hash, outcome = found

@@ -236,7 +236,7 @@ class ActorRegistry:
                 done = self._draining[slot.project_id] = trio.Event()
                 try:
                     while batch := _drain(slot.inbox_recv, options.max_batch):
-                        await slot.actor.process(batch)
+                        await _process(slot.actor, batch)
                     slot.inbox_recv.close()  # no await since the last empty drain: nothing is lost
                 finally:
                     if self._draining.get(slot.project_id) is done:
@@ -245,7 +245,7 @@ class ActorRegistry:
                 log.debug("project actor %s passivated", slot.project_id)
                 return
             batch = [first] + _drain(slot.inbox_recv, options.max_batch - 1)
-            await slot.actor.process(batch)
+            await _process(slot.actor, batch)
 
     @staticmethod
     def _fail_queued(slot: _Slot, error: CollabError) -> None:
@@ -258,6 +258,20 @@ class ActorRegistry:
 
     def close(self) -> None:
         self._closing = True
+
+
+async def _process(actor: ProjectActor, batch: list[Command]) -> None:
+    """Run a batch; if the actor crashes, answer the batch's callers before propagating."""
+    try:
+        await actor.process(batch)
+    except Exception:
+        failure = Rejected(Unavailable("The project hit an internal error; retry"))
+        for command in batch:
+            try:
+                command.reply.send_nowait(failure)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # already answered, or the caller gave up
+        raise
 
 
 def _drain(recv: trio.MemoryReceiveChannel[Command], limit: int | None) -> list[Command]:

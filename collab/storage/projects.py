@@ -23,7 +23,7 @@ from collab.domain.model import (
 )
 from collab.domain.ops import Event
 from collab.domain.views import member_payload, project_payload
-from collab.errors import Unavailable
+from collab.errors import InternalError, Unavailable
 
 
 class FenceLost(Unavailable):
@@ -189,27 +189,34 @@ def _task_args(t: Task) -> tuple[Any, ...]:
     )
 
 
+class CommitRejected(InternalError):
+    """PostgreSQL refused the batch (a constraint the domain did not foresee)."""
+
+
 async def commit_batch(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
     idempotency: Sequence[IdempotencyRecord] = (),
 ) -> None:
-    """Write one batch atomically; :class:`FenceLost` if the seq moved."""
-    if not records:
-        return
-    new_seq = records[-1].event.seq
-    fenced = await conn.execute(
-        "UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2", project_id, expected_seq, new_seq
-    )
-    if fenced != "UPDATE 1":
-        raise FenceLost()
-    await conn.executemany(
-        """INSERT INTO project_events (project_id, seq, kind, task_id, actor_id, client_op_id, payload)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [(project_id, r.event.seq, r.event.kind, r.event.task_id, r.actor_id, r.client_op_id, r.event.payload)
-         for r in records],
-    )
-    await _write_rows(conn, project_id, [r.event for r in records])
-    await _record_idempotency(conn, idempotency)
+    """Write one batch atomically; :class:`FenceLost` if the seq moved,
+    :class:`CommitRejected` if PostgreSQL refuses the data."""
+    try:
+        if records:
+            new_seq = records[-1].event.seq
+            fenced = await conn.execute(
+                "UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2", project_id, expected_seq, new_seq
+            )
+            if fenced != "UPDATE 1":
+                raise FenceLost()
+            await conn.executemany(
+                """INSERT INTO project_events (project_id, seq, kind, task_id, actor_id, client_op_id, payload)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                [(project_id, r.event.seq, r.event.kind, r.event.task_id, r.actor_id, r.client_op_id, r.event.payload)
+                 for r in records],
+            )
+            await _write_rows(conn, project_id, [r.event for r in records])
+        await _record_idempotency(conn, idempotency)
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+        raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
 
 
 async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: Sequence[Event]) -> None:

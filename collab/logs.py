@@ -28,6 +28,17 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "request_id"}
 
 
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Queue the record as it is: formatting happens in the listener thread.
+
+    The stock ``prepare`` formats the message in the emitting thread, i.e. on
+    the event loop. Records stay in this process, so nothing needs pickling.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
@@ -71,7 +82,7 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Ite
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    queue_handler = logging.handlers.QueueHandler(log_queue)
+    queue_handler = _DeferredQueueHandler(log_queue)
     queue_handler.addFilter(_ContextFilter())
     listener = logging.handlers.QueueListener(log_queue, handler, respect_handler_level=False)
     root = logging.getLogger()

@@ -150,7 +150,12 @@ async def _create_pool(dsn: str, options: PoolOptions) -> asyncpg.Pool:
             min_size=options.min_size,
             max_size=options.max_size,
             timeout=options.connect_timeout_s,
-            command_timeout=options.statement_timeout_s + 1.0,
+            # No client-side per-query or idle timers: under trio-asyncio a
+            # cancelled asyncio timer stays in the loop until its deadline, so
+            # one per query (command_timeout) or per release (the pool's idle
+            # lifetime) piles up garbage and GC pauses. PostgreSQL enforces
+            # statement_timeout itself, and callers hold trio deadlines.
+            max_inactive_connection_lifetime=0,
             init=_init_connection,
             server_settings={
                 "application_name": options.application_name,

@@ -155,9 +155,9 @@ def common_passwords() -> frozenset[str]:
 
 
 def check_password_policy(
-    password: str, *, email: str | None = None, username: str | None = None
+    password: str, *, email: str | None = None, username: str | None = None, field: str = "password"
 ) -> None:
-    """Raise ``ValidationFailed`` on the ``password`` field if ``password`` is weak.
+    """Raise ``ValidationFailed`` on ``field`` (the request's field name) if ``password`` is weak.
 
     Kinds: ``too_short`` (< 8 characters), ``too_long`` (> 1024), ``too_common``
     (in the shipped list, case-insensitively), ``too_similar`` (equal to the
@@ -168,15 +168,15 @@ def check_password_policy(
     """
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValidationFailed.single(
-            "password", f"Must be at least {MIN_PASSWORD_CHARS} characters long.", "too_short"
+            field, f"Must be at least {MIN_PASSWORD_CHARS} characters long.", "too_short"
         )
     if len(password) > MAX_PASSWORD_CHARS:
         raise ValidationFailed.single(
-            "password", f"Must be at most {MAX_PASSWORD_CHARS} characters long.", "too_long"
+            field, f"Must be at most {MAX_PASSWORD_CHARS} characters long.", "too_long"
         )
     if password.lower() in common_passwords():
         raise ValidationFailed.single(
-            "password", "Too common: it appears in lists of leaked credentials.", "too_common"
+            field, "Too common: it appears in lists of leaked credentials.", "too_common"
         )
     folded = password.casefold()
     similar: set[str] = set()
@@ -188,5 +188,5 @@ def check_password_policy(
     similar.discard("")
     if folded in similar:
         raise ValidationFailed.single(
-            "password", "Must differ from your email and username.", "too_similar"
+            field, "Must differ from your email and username.", "too_similar"
         )

@@ -100,7 +100,7 @@ class AuthService:
         if not await self._hasher.verify(stored, current):
             raise ValidationFailed.single("current_password", "The current password is not correct", "mismatch")
         user = await self.get_user(principal.user_id)
-        check_password_policy(new, email=user.email, username=user.username)
+        check_password_policy(new, email=user.email, username=user.username, field="new_password")
         new_hash = await self._hasher.hash(new)
         ended = await self._db.run(self._change_password_unit, principal, new_hash)
         self._cache.forget_user(principal.user_id)

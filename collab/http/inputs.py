@@ -49,11 +49,24 @@ async def read_json() -> Any:
         raise MalformedJSON() from None
 
 
+def _nul_errors(value: Any, loc: tuple[str | int, ...] = ()) -> list[FieldError]:
+    """NUL characters cannot be stored in PostgreSQL text: refuse them up front."""
+    if isinstance(value, str):
+        return [FieldError(loc, "Must not contain NUL characters", "nul_character")] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _nul_errors(v, loc + (k,))]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _nul_errors(v, loc + (i,))]
+    return []
+
+
 async def read_body(model: type[M]) -> M:
     """The JSON body validated against ``model``."""
     raw = await read_json()
     if not isinstance(raw, dict):
         raise ValidationFailed([FieldError((), "The body must be a JSON object", "object_type")])
+    if problems := _nul_errors(raw):
+        raise ValidationFailed(problems)
     try:
         return model.model_validate(raw)
     except pydantic.ValidationError as exc:
@@ -68,6 +81,8 @@ def read_query(model: type[M]) -> M:
         field = model.model_fields.get(key)
         is_list = field is not None and getattr(field.annotation, "__origin__", None) in (list, tuple)
         raw[key] = values if is_list else values[-1]
+    if problems := _nul_errors(raw, ("query",)):
+        raise ValidationFailed(problems)
     try:
         return model.model_validate(raw)
     except pydantic.ValidationError as exc:

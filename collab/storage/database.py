@@ -30,7 +30,7 @@ import orjson
 import trio
 import trio_asyncio
 
-from collab.errors import CollabError, Unavailable
+from collab.errors import CollabError, FieldError, Unavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ class Database:
             raise
         except _UNAVAILABLE as exc:
             raise Unavailable("The database is unavailable") from exc
+        except (asyncpg.exceptions.CharacterNotInRepertoireError,
+                asyncpg.exceptions.UntranslatableCharacterError) as exc:
+            raise ValidationFailed([FieldError((), "The text contains characters that cannot be stored", "unstorable")]) from exc
 
     async def _run_unit(self, unit: Unit[T], args: tuple[Any, ...], kwargs: dict[str, Any], transaction: bool) -> T:
         async with self._pool.acquire() as conn:

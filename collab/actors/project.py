@@ -183,7 +183,7 @@ class ProjectActor:
             except CollabError as error:
                 self.stats.failed_commits += 1
                 log.warning("commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail)
-                failure = error if error.retryable else Unavailable("The change could not be saved; retry")
+                failure = error  # retryable (fence, outage) or not (data PostgreSQL refused)
                 for command in [c for c, _ in accepted] + repeats:
                     _reply(command, Rejected(failure))
                 await self.load()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from quart_schema import (
     QuartSchema, document_querystring, document_request, document_response, operation_id, security_scheme,
 )
+from quart_schema.openapi import OpenAPIProvider
 from quart_schema import tag as schema_tag
 from quart_trio import QuartTrio
 
@@ -71,9 +72,23 @@ def api(
     return decorate
 
 
+class CollabOpenAPIProvider(OpenAPIProvider):
+    """Problems are served as application/problem+json; 204 responses have no body."""
+
+    def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        response, definitions = super().build_response_object(model, headers_model)
+        if model is Empty:
+            response.pop("content", None)
+            response["description"] = "No content"
+        elif model is Problem:
+            response["content"] = {"application/problem+json": response["content"]["application/json"]}
+        return response, definitions
+
+
 def install_openapi(app: QuartTrio) -> None:
     QuartSchema(
         app,
+        openapi_provider_class=CollabOpenAPIProvider,
         openapi_path="/openapi.json",
         swagger_ui_path="/docs",
         redoc_ui_path=None,

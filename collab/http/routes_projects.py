@@ -79,12 +79,19 @@ async def create() -> Response:
     idempotency = await idempotency_for(principal, 201)
     if isinstance(idempotency, Response):
         return idempotency
-    fields = {k: (v.value if hasattr(v, "value") else v) for k, v in body.changes().items()}
-    view = await services().db.run(
-        store.create_project, project_id=uuid.uuid4(), owner_id=principal.user_id, fields=fields,
-        now=datetime.now(timezone.utc),
-        idempotency=(idempotency.key, idempotency.request_hash) if idempotency else None,
-    )
+    fields = body.model_dump()
+    try:
+        view = await services().db.run(
+            store.create_project, project_id=uuid.uuid4(), owner_id=principal.user_id, fields=fields,
+            now=datetime.now(timezone.utc),
+            idempotency=(idempotency.key, idempotency.request_hash) if idempotency else None,
+        )
+    except store.IdempotencyKeyTaken:
+        # A concurrent request with the same key committed first: answer as its retry.
+        replay = await idempotency_for(principal, 201)
+        if isinstance(replay, Response):
+            return replay
+        raise
     response = created(view, f"/api/v1/projects/{view['id']}")
     response.headers["ETag"] = etag(1)
     return response

@@ -75,7 +75,8 @@ async def get(task_id: str) -> Response:
     registry = services().registry
     actor = await registry.read(await registry.project_of_task(tid))
     state = actor.state
-    assert state is not None
+    if state is None or state.deleted:
+        raise NotFound("No such task")
     require(principal, state.members.get(principal.user_id), Action.READ)
     task = state.tasks.get(tid)
     if task is None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import date, datetime
 from typing import Annotated, Literal
 
 import orjson
 import pydantic
 
 from collab.http.inputs import Body
+from collab.protocol.types import Day, Instant
 from collab.storage.queries import TASK_SORTS
 
 Title = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=200)]
@@ -38,7 +38,7 @@ class TaskFields(Body):
     status: TaskStatus | None = None
     priority: Priority | None = None
     assignee_id: uuid.UUID | None = None
-    due_date: datetime | None = None
+    due_date: Instant | None = None
     estimated_hours: Hours | None = None
     actual_hours: Hours | None = None
     tags: Tags | None = None
@@ -75,8 +75,8 @@ class ProjectFields(Body):
     description: ProjectDescription | None = None
     status: ProjectStatus | None = None
     priority: Priority | None = None
-    start_date: date | None = None
-    due_date: date | None = None
+    start_date: Day | None = None
+    due_date: Day | None = None
 
     def changes(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.model_fields_set}
@@ -84,6 +84,8 @@ class ProjectFields(Body):
 
 class ProjectCreateBody(ProjectFields):
     name: ProjectName
+    status: ProjectStatus = "active"
+    priority: Priority = "medium"
 
     @pydantic.model_validator(mode="after")
     def _dates_in_order(self) -> "ProjectCreateBody":
@@ -150,8 +152,8 @@ class TaskQuery(Paging):
     status: Annotated[list[TaskStatus], pydantic.Field(max_length=5)] = []
     priority: Annotated[list[Priority], pydantic.Field(max_length=4)] = []
     tags: Annotated[list[Tag], pydantic.Field(max_length=20)] = []
-    due_date_from: datetime | None = None
-    due_date_to: datetime | None = None
+    due_date_from: Instant | None = None
+    due_date_to: Instant | None = None
     search: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = None
     sort: TaskSort = "-created_at"
 
@@ -163,5 +165,5 @@ class ProjectQuery(Paging):
 
 class ChangesQuery(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    since: Annotated[int, pydantic.Field(ge=0)] = 0
+    since: Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)] = 0
     limit: Annotated[int, pydantic.Field(ge=1, le=1000)] = 100

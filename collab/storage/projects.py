@@ -23,7 +23,7 @@ from collab.domain.model import (
 )
 from collab.domain.ops import Event
 from collab.domain.views import member_payload, project_payload
-from collab.errors import InternalError, Unavailable
+from collab.errors import Conflict, InternalError, Unavailable
 
 
 class FenceLost(Unavailable):
@@ -132,9 +132,22 @@ async def create_project(
     """Insert a project with its owner as first member; its first event is seq 1.
 
     Returns the project's view for its creator. With ``idempotency`` (key,
-    request hash) that view is stored as the response to replay, in the same
-    transaction.
+    request hash) the key is claimed first (a concurrent request with the same
+    key waits on the row and then gets :class:`IdempotencyKeyTaken`), and the
+    view is stored as the response to replay, in the same transaction.
     """
+    if idempotency is not None:
+        claimed = await conn.fetchval(
+            f"""INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+                ON CONFLICT (user_id, key) DO UPDATE SET
+                    request_hash = EXCLUDED.request_hash, status = NULL, response = NULL,
+                    response_headers = NULL, created_at = now()
+                WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'
+                RETURNING true""",
+            owner_id, idempotency[0], idempotency[1],
+        )
+        if not claimed:
+            raise IdempotencyKeyTaken()
     row = await conn.fetchrow(
         f"""INSERT INTO projects (id, name, description, owner_id, status, priority, start_date, due_date,
                                   completed_at, seq, created_at, updated_at)
@@ -157,7 +170,10 @@ async def create_project(
     )
     view = project_payload(project) | {"seq": 1, "my_role": "owner"}
     if idempotency is not None:
-        await _record_idempotency(conn, [IdempotencyRecord(owner_id, idempotency[0], idempotency[1], 201, view, {})])
+        await conn.execute(
+            "UPDATE idempotency_keys SET status = 201, response = $3, response_headers = '{}' WHERE user_id = $1 AND key = $2",
+            owner_id, idempotency[0], view,
+        )
     return view
 
 
@@ -187,6 +203,10 @@ def _task_args(t: Task) -> tuple[Any, ...]:
         t.due_date, t.completed_at, t.estimated_hours, t.actual_hours, list(t.tags), t.position, t.version,
         t.created_at, t.updated_at,
     )
+
+
+class IdempotencyKeyTaken(Conflict):
+    """The Idempotency-Key is already used (or being used) by another request."""
 
 
 class CommitRejected(InternalError):

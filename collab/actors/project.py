@@ -9,8 +9,11 @@ into its state, replies to each caller and hands the events to ``publish``.
 
 Guarantees:
 - Replies are sent only after commit: an ``Accepted`` reply means durable.
-- A failed commit fails exactly that batch's callers with a retryable error,
-  drops the draft and reloads the state from PostgreSQL.
+- A failed commit drops the draft and reloads the state from PostgreSQL. A
+  retryable failure (fence lost, outage, deadline) fails exactly that batch's
+  callers with that error. Data PostgreSQL refuses (a constraint the rules
+  did not foresee) is isolated: the batch's commands are committed one by
+  one and only the offending one fails, with a non-retryable error.
 - The commit is shielded with a deadline, so cancellation (shutdown) never
   leaves a batch half-acknowledged.
 - Replies go through each caller's own one-slot channel with ``send_nowait``;
@@ -183,10 +186,20 @@ class ProjectActor:
             except CollabError as error:
                 self.stats.failed_commits += 1
                 log.warning("commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail)
-                failure = error  # retryable (fence, outage) or not (data PostgreSQL refused)
-                for command in [c for c, _ in accepted] + repeats:
-                    _reply(command, Rejected(failure))
                 await self.load()
+                if isinstance(error, store.CommitRejected) and len(accepted) > 1:
+                    # PostgreSQL refused some data the rules let through: commit the
+                    # commands one by one so only the offending one fails.
+                    for command, _ in accepted:
+                        await self.process([command])
+                    for command in repeats:
+                        replay = self._replay(command, {})
+                        _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(error))
+                    return
+                # Retryable (fence lost, outage, deadline) or, for a lone command,
+                # a deterministic refusal that a retry would not fix.
+                for command in [c for c, _ in accepted] + repeats:
+                    _reply(command, Rejected(error))
                 return
             elapsed = time.perf_counter() - started
             self.stats.last_commit_seconds = elapsed
@@ -200,7 +213,7 @@ class ProjectActor:
             _reply(command, outcome)
         for command in repeats:
             replay = self._replay(command, {})
-            _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("retry")))
+            _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("Retry")))
         if records:
             self._publish(self.project_id, [r.event for r in records])
 

@@ -33,6 +33,7 @@ from collab.errors import (
     Busy, CollabError, IdempotencyKeyReused, NotFound, Unavailable,
 )
 from collab.storage import projects as store
+from collab.storage.projects import CommitRejected
 from collab.storage import users as users_store
 from collab.storage.database import Database, PoolOptions, open_database
 
@@ -312,9 +313,9 @@ async def test_commit_rejected_by_a_constraint_fails_the_batch_and_reloads(
 ) -> None:
     """A title the domain accepts but a CHECK constraint rejects: the commit fails.
 
-    Expected (ProjectActor docstring): "A failed commit fails exactly that
-    batch's callers with a retryable error, drops the draft and reloads the
-    state from PostgreSQL", answered by the actor itself, and the actor lives on.
+    Expected: the actor answers the offending command itself with a
+    non-retryable error (a retry would be refused the same way), drops the
+    draft, reloads the state from PostgreSQL, and lives on.
     """
     async with world(database_url, commit_timeout_s=SLOW_ASK_S, ask_timeout_s=SHORT_ASK_S) as w:
         await sql(w.db, "ALTER TABLE tasks ADD CONSTRAINT t_no_poison CHECK (title <> 'poison')")
@@ -334,7 +335,7 @@ async def test_commit_rejected_by_a_constraint_fails_the_batch_and_reloads(
 
         assert isinstance(results["good"], Accepted) and results["good"].seq == 3
         error = results["poison"]
-        assert isinstance(error, CollabError) and error.retryable, error
+        assert isinstance(error, CommitRejected) and not error.retryable, error
         assert not await task_exists(w, poison)
         assert [e["seq"] for e in await events(w)] == [1, 2, 3]
         assert await project_seq(w) == 3
@@ -343,8 +344,6 @@ async def test_commit_rejected_by_a_constraint_fails_the_batch_and_reloads(
         assert now.state.seq == 3 and poison not in now.state.tasks
         assert now.state.project.name == "Renamed in SQL", "the state was reloaded from PostgreSQL"
         assert (await w.create("Next")).seq == 4
-        # The product's failed-commit path, not a crash and not the caller's own deadline:
-        assert isinstance(error, Unavailable), f"answered by the ask deadline instead: {error!r}"
         assert now is actor and actor.stats.failed_commits == 1, "a rejected commit crashed the actor"
 
 
@@ -570,3 +569,28 @@ async def test_idempotent_retry_in_the_same_batch_is_applied_once(
         created = [await task_exists(w, i) for i in ids.values()]
         assert created.count(True) == 1, "the key's request was applied twice"
         assert await project_seq(w) == 3
+
+
+async def test_a_refused_command_does_not_sink_its_batch(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Good and poisoned commands in one batch: the good ones commit, only the poison fails."""
+    async with world(database_url, commit_timeout_s=SLOW_ASK_S, ask_timeout_s=SHORT_ASK_S) as w:
+        await sql(w.db, "ALTER TABLE tasks ADD CONSTRAINT t_no_poison CHECK (title <> 'poison')")
+        await w.create("Fine")
+        gate = CommitGate(w.db, monkeypatch)
+        results: dict[str, Any] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_into, results, "first", lambda: w.create("first"))
+            await wait_until(lambda: gate.arrived == 1, "the first batch is committing")
+            nursery.start_soon(ask_into, results, "before", lambda: w.create("before"))
+            await wait_until(lambda: w.registry.inbox_depth(w.project_id) == 1, "before is queued")
+            nursery.start_soon(ask_into, results, "poison", lambda: w.create("poison"))
+            await wait_until(lambda: w.registry.inbox_depth(w.project_id) == 2, "poison is queued")
+            nursery.start_soon(ask_into, results, "after", lambda: w.create("after"))
+            await wait_until(lambda: w.registry.inbox_depth(w.project_id) == 3, "after is queued")
+            gate.opened.set()
+
+        assert isinstance(results["first"], Accepted)
+        assert isinstance(results["before"], Accepted) and isinstance(results["after"], Accepted)
+        assert isinstance(results["poison"], CommitRejected) and not results["poison"].retryable
+        seqs = [e["seq"] for e in await events(w)]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5  # created, Fine, first, before, after

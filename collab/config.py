@@ -77,6 +77,17 @@ class Settings:
     actor_max_batch: int = 64
     actor_ask_timeout_s: float = 10 * SECONDS
     actor_idle_timeout_s: float = 5 * MINUTES
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_max_message_bytes: int = 64 * KIB
+    ws_messages_per_s: float = 50.0
+    ws_message_burst: int = 200
+    ws_max_sockets_per_user: int = 20
+    ws_auth_timeout_s: float = 5 * SECONDS
+    ws_idle_timeout_s: float = 75 * SECONDS
+    ws_ping_interval_s: float = 20 * SECONDS
+    ws_max_queued_events: int = 1024
+    ws_max_catchup_events: int = 1000
+    ws_max_inflight_ops: int = 256
 
     @property
     def production(self) -> bool:
@@ -161,6 +172,15 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str | None]:
     return parse
 
 
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ConfigError(f"{name} must be a comma-separated list of origins like https://app.example.com, got {origin!r}")
+    return origins
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise ConfigError(f"{name} must not be empty")
@@ -203,6 +223,17 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "actor_max_batch": _int(1, 10_000),
     "actor_ask_timeout_s": _float(0.1, 600),
     "actor_idle_timeout_s": _float(0.1, 24 * 3600),
+    "ws_allowed_origins": _origins,
+    "ws_max_message_bytes": _int(1 * KIB, 16 * MIB),
+    "ws_messages_per_s": _float(0.1, 100_000),
+    "ws_message_burst": _int(1, 1_000_000),
+    "ws_max_sockets_per_user": _int(1, 10_000),
+    "ws_auth_timeout_s": _float(0.1, 600),
+    "ws_idle_timeout_s": _float(1, 24 * 3600),
+    "ws_ping_interval_s": _float(1, 3600),
+    "ws_max_queued_events": _int(8, 1_000_000),
+    "ws_max_catchup_events": _int(1, 1_000_000),
+    "ws_max_inflight_ops": _int(1, 100_000),
 }
 
 ENV_PREFIX = "COLLAB_"
@@ -232,7 +263,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         if name not in _PARSERS:
             raise ConfigError(f"unknown setting {name!r}")
         flag = "--" + name.replace("_", "-")
-        values[name] = _PARSERS[name](flag, str(raw)) if not isinstance(raw, (bool, Path)) else raw
+        values[name] = _PARSERS[name](flag, str(raw)) if not isinstance(raw, (bool, Path, tuple)) else raw
 
     env = values.get("env", Settings.env)
     if "log_format" not in values:

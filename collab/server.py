@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from collab import __version__
+from collab.actors.hub import Hub
 from collab.actors.registry import RegistryOptions, open_registry
 from collab.auth.passwords import ARGON2_OWASP, ARGON2_TEST, PasswordHasher
 from collab.auth.principals import PrincipalCache
@@ -96,12 +97,15 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             db, hasher, codec, cache,
             registration_role=settings.registration_role, refresh_ttl_s=settings.refresh_token_ttl_s,
         )
+        hub = Hub()
+        auth.on_logins_ended = hub.logins_ended
+        auth.on_user_deactivated = hub.user_ended
         registry = await stack.enter_async_context(open_registry(db, RegistryOptions(
             inbox_size=settings.actor_inbox_size, max_batch=settings.actor_max_batch,
             ask_timeout_s=settings.actor_ask_timeout_s, commit_timeout_s=settings.db_statement_timeout_s,
             idle_timeout_s=settings.actor_idle_timeout_s,
-        )))
-        yield AppServices(settings=settings, db=db, auth=auth, registry=registry, cache_ping=cache_ping)
+        ), publish=hub.publish, keep_alive=hub.is_watched))
+        yield AppServices(settings=settings, db=db, auth=auth, registry=registry, hub=hub, cache_ping=cache_ping)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -114,7 +118,8 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_concurrent_streams = 100
     config.h2_max_header_list_size = 16 * 1024
-    config.websocket_max_message_size = 1024 * 1024
+    config.websocket_max_message_size = settings.ws_max_message_bytes
+    config.websocket_ping_interval = settings.ws_ping_interval_s
     config.include_server_header = False
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -133,11 +138,17 @@ async def serve(
     async with trio_asyncio.open_loop():
         async with open_services(settings) as services:
             app = create_app(services)
+
+            async def shutdown_then_close_sockets() -> None:
+                await shutdown_trigger()
+                services.hub.shutdown()  # every socket gets 4000 (reconnect) before hypercorn drains
+
             async with trio.open_nursery() as background:
                 await background.start(services.loop_monitor.run)
                 async with trio.open_nursery() as server:
                     binds = await server.start(
-                        partial(hypercorn_serve, app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+                        partial(hypercorn_serve, app, hypercorn_config(settings),
+                                shutdown_trigger=shutdown_then_close_sockets)
                     )
                     log.info("collab %s listening on %s", __version__, ", ".join(binds))
                     task_status.started(binds)

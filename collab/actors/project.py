@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 import trio
 
 from collab.domain.model import Draft, ProjectState
-from collab.domain.ops import Event, MemberAdd, Op
+from collab.actors.op_ids import OpIds
+from collab.domain.ops import Event, MemberAdd, Op, TaskCreate
 from collab.domain.results import result_view
 from collab.domain.rules import apply
 from collab.domain.users import Principal
@@ -96,7 +97,8 @@ class ActorStats:
         return self.commands / self.batches if self.batches else 0.0
 
 
-Publish = Callable[[uuid.UUID, Sequence[Event]], None]
+#: Receives each committed batch's events (with who caused them), in seq order.
+Publish = Callable[[uuid.UUID, Sequence[store.EventRecord]], None]
 
 
 class ProjectNotFound(Exception):
@@ -106,7 +108,7 @@ class ProjectNotFound(Exception):
 class ProjectActor:
     def __init__(
         self, project_id: uuid.UUID, db: Database, *, max_batch: int, commit_timeout_s: float,
-        publish: Publish, recent_keys: int = 1024,
+        publish: Publish, recent_keys: int = 1024, op_id_window: int = 10_000,
     ) -> None:
         self.project_id = project_id
         self._db = db
@@ -119,6 +121,7 @@ class ProjectActor:
         self.loaded = trio.Event()
         self._recent: OrderedDict[tuple[uuid.UUID, str], tuple[str, Accepted]] = OrderedDict()
         self._recent_limit = recent_keys
+        self.op_ids = OpIds(op_id_window)
 
     # --- reading (synchronous, committed state only) ---
 
@@ -133,6 +136,7 @@ class ProjectActor:
         if loaded is None:
             raise ProjectNotFound(self.project_id)
         self.state, self.names = loaded
+        await self.op_ids.load(self._db, self.project_id)
         self.loaded.set()
 
     async def process(self, batch: list[Command]) -> None:
@@ -145,7 +149,21 @@ class ProjectActor:
         keys: list[store.IdempotencyRecord] = []
         in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]] = {}
         repeats: list[Command] = []  # same key and request as an earlier command of this batch
+        op_keys = [(c.caller.user_id, c.client_op_id) for c in batch if c.client_op_id]
+        if op_keys:
+            await self.op_ids.look_up(self._db, self.project_id, op_keys)
+        ops_in_batch: dict[tuple[uuid.UUID, str], Command] = {}
         for command in batch:
+            if command.client_op_id:
+                op_key = (command.caller.user_id, command.client_op_id)
+                if op_key in ops_in_batch:
+                    repeats.append(command)
+                    continue
+                applied = self.op_ids.get(op_key)
+                if applied is not None:
+                    _reply(command, self._already_applied(draft, command, applied))
+                    continue
+                ops_in_batch[op_key] = command
             replay = self._replay(command, in_batch)
             if replay == "repeat":
                 repeats.append(command)
@@ -163,7 +181,11 @@ class ProjectActor:
             accepted.append((command, outcome))
             if command.idempotency is not None:
                 in_batch[(command.caller.user_id, command.idempotency.key)] = (command.idempotency.request_hash, outcome)
-            records.extend(store.EventRecord(e, command.caller.user_id, command.client_op_id) for e in events)
+            # The op id goes on the command's last event (unique per project and user).
+            records.extend(
+                store.EventRecord(e, command.caller.user_id, command.client_op_id if i == len(events) - 1 else None)
+                for i, e in enumerate(events)
+            )
             if command.idempotency is not None:
                 keys.append(store.IdempotencyRecord(
                     command.caller.user_id, command.idempotency.key, command.idempotency.request_hash,
@@ -206,16 +228,30 @@ class ProjectActor:
             self.stats.commit_seconds_total += elapsed
             self.stats.events += len(records)
         draft.commit()
+        for record in records:
+            if record.client_op_id and record.actor_id:
+                self.op_ids.add(store.AppliedOp(record.actor_id, record.client_op_id, record.event.seq, record.event.task_id))
         for command, outcome in accepted:
             if isinstance(command.op, MemberAdd):
                 self.names[command.op.user_id] = command.op.username
             self._remember(command, outcome)
             _reply(command, outcome)
         for command in repeats:
+            applied = self.op_ids.get((command.caller.user_id, command.client_op_id)) if command.client_op_id else None
+            if applied is not None:
+                _reply(command, self._already_applied(draft, command, applied))
+                continue
             replay = self._replay(command, {})
             _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("Retry")))
         if records:
-            self._publish(self.project_id, [r.event for r in records])
+            self._publish(self.project_id, records)
+
+    def _already_applied(self, draft: Draft, command: Command, applied: store.AppliedOp) -> Accepted:
+        """The ack for a resent op: its original seq, the target as it is now."""
+        op = command.op
+        if isinstance(op, TaskCreate) and applied.task_id is not None:
+            op = TaskCreate(applied.task_id, op.fields)
+        return Accepted(seq=applied.seq, events=(), result=result_view(draft, op, self.names), replayed=True)
 
     # --- idempotency within the actor's memory ---
 

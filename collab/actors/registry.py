@@ -10,7 +10,8 @@
   not lost; after ``max_restarts`` crashes within ``restart_window_s`` the
   project's queued callers get a retryable ``unavailable`` error and the slot
   is dropped (the next command starts afresh).
-- **Passivation.** An actor idle for ``idle_timeout_s`` leaves the registry
+- **Passivation.** An actor idle for ``idle_timeout_s`` with nobody watching
+  (``keep_alive``: the project has WebSocket subscribers) leaves the registry
   first (new callers start a new actor), then finishes what is already
   queued and closes its inbox with no await in between, so no command is
   dropped; a caller whose send meets the closed inbox retries on the new one.
@@ -27,14 +28,14 @@ import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import trio
 
 from collab.actors.project import (
     Accepted, Command, Idempotency, ProjectActor, ProjectNotFound, Publish, Rejected, Reply,
 )
-from collab.domain.ops import Event, Op
+from collab.domain.ops import Op
 from collab.domain.users import Principal
 from collab.errors import Busy, CollabError, NotFound, Unavailable
 from collab.storage import projects as store
@@ -66,13 +67,17 @@ class _Slot:
     crashes: list[float] = field(default_factory=list)
 
 
-def _no_publish(project_id: uuid.UUID, events: Sequence[Event]) -> None:
+def _no_publish(project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> None:
     return None
 
 
 class ActorRegistry:
-    def __init__(self, db: Database, nursery: trio.Nursery, options: RegistryOptions, publish: Publish | None = None) -> None:
+    def __init__(
+        self, db: Database, nursery: trio.Nursery, options: RegistryOptions, publish: Publish | None = None,
+        keep_alive: Callable[[uuid.UUID], bool] | None = None,
+    ) -> None:
         self._db = db
+        self._keep_alive = keep_alive or (lambda project_id: False)
         self._nursery = nursery
         self._options = options
         self._publish_downstream = publish or _no_publish
@@ -119,7 +124,7 @@ class ActorRegistry:
         reply_send, reply_recv = trio.open_memory_channel[Reply](1)
         command = Command(op, caller, reply_send, client_op_id, idempotency)
         with trio.move_on_after(timeout_s or self._options.ask_timeout_s) as deadline:
-            await self._deliver(project_id, command)
+            await self.submit(project_id, command)
             reply = await reply_recv.receive()
         if deadline.cancelled_caught:
             raise Busy("The project did not answer in time; retry (with the same Idempotency-Key, if any)")
@@ -156,13 +161,16 @@ class ActorRegistry:
         while len(self._task_index) > self._options.task_index_entries:
             self._task_index.popitem(last=False)
 
-    def _publish(self, project_id: uuid.UUID, events: Sequence[Event]) -> None:
-        for event in events:
-            if event.kind == "task.created" and event.task_id is not None:
-                self._index_task(event.task_id, project_id)
-        self._publish_downstream(project_id, events)
+    def _publish(self, project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> None:
+        for record in records:
+            if record.event.kind == "task.created" and record.event.task_id is not None:
+                self._index_task(record.event.task_id, project_id)
+        self._publish_downstream(project_id, records)
 
-    async def _deliver(self, project_id: uuid.UUID, command: Command) -> None:
+    async def submit(self, project_id: uuid.UUID, command: Command) -> None:
+        """Queue a command in the project's inbox (waiting while it is full); the
+        reply arrives on ``command.reply``. Commands submitted one after another
+        are applied in that order."""
         for _ in range(3):
             slot = self._slot(project_id)
             try:
@@ -232,6 +240,8 @@ class ActorRegistry:
             with trio.move_on_after(options.idle_timeout_s) as idle:
                 first = await slot.inbox_recv.receive()
             if idle.cancelled_caught:
+                if self._keep_alive(slot.project_id):
+                    continue  # subscribers are watching: stay loaded
                 self._forget(slot)  # new callers start a new actor from here on
                 done = self._draining[slot.project_id] = trio.Event()
                 try:
@@ -285,9 +295,12 @@ def _drain(recv: trio.MemoryReceiveChannel[Command], limit: int | None) -> list[
 
 
 @asynccontextmanager
-async def open_registry(db: Database, options: RegistryOptions, publish: Publish | None = None) -> AsyncIterator[ActorRegistry]:
+async def open_registry(
+    db: Database, options: RegistryOptions, publish: Publish | None = None,
+    keep_alive: Callable[[uuid.UUID], bool] | None = None,
+) -> AsyncIterator[ActorRegistry]:
     async with trio.open_nursery() as nursery:
-        registry = ActorRegistry(db, nursery, options, publish)
+        registry = ActorRegistry(db, nursery, options, publish, keep_alive)
         try:
             yield registry
         finally:

@@ -19,7 +19,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from collab.auth.passwords import PasswordHasher, check_password_policy
 from collab.auth.principals import PrincipalCache
@@ -65,6 +65,14 @@ class AuthService:
         self._cache = cache
         self._registration_role = registration_role
         self._refresh_ttl_s = refresh_ttl_s
+        # Told when logins end, so open WebSockets opened with them close at once.
+        self.on_logins_ended: Callable[[list[uuid.UUID]], None] = lambda ids: None
+        self.on_user_deactivated: Callable[[uuid.UUID], None] = lambda user_id: None
+
+    def _ended(self, *login_ids: uuid.UUID) -> None:
+        for login_id in login_ids:
+            self._cache.forget_session(login_id)
+        self.on_logins_ended(list(login_ids))
 
     # --- accounts ---------------------------------------------------------
 
@@ -104,6 +112,7 @@ class AuthService:
         new_hash = await self._hasher.hash(new)
         ended = await self._db.run(self._change_password_unit, principal, new_hash)
         self._cache.forget_user(principal.user_id)
+        self._ended(*ended)
         return len(ended)
 
     @staticmethod
@@ -115,6 +124,8 @@ class AuthService:
         """Activate or deactivate a user; deactivation ends all their sessions."""
         user = await self._db.run(self._set_active_unit, user_id, active)
         self._cache.forget_user(user_id)
+        if not active:
+            self.on_user_deactivated(user_id)
         return user
 
     @staticmethod
@@ -175,7 +186,7 @@ class AuthService:
             new_hash=_jti_hash(jti), user_agent=client.user_agent, ip_address=client.ip_address,
         )
         if outcome is RotateOutcome.REUSED:
-            self._cache.forget_session(claims.session_id)
+            self._ended(claims.session_id)
             log.warning("refresh token reuse detected; ended session %s of user %s", claims.session_id, claims.user_id)
             raise Unauthenticated("This refresh token was already used; the session has been ended")
         if outcome is RotateOutcome.INVALID:
@@ -199,7 +210,7 @@ class AuthService:
 
     async def logout(self, principal: Principal) -> None:
         await self._db.run(session_store.revoke, principal.session_id, "logout")
-        self._cache.forget_session(principal.session_id)
+        self._ended(principal.session_id)
 
     async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
         return await self._db.run(session_store.list_live, principal.user_id, transaction=False)
@@ -209,4 +220,4 @@ class AuthService:
         ended = await self._db.run(session_store.revoke, session_id, "revoked", principal.user_id)
         if not ended:
             raise NotFound("No such session")
-        self._cache.forget_session(session_id)
+        self._ended(session_id)

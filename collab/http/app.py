@@ -15,6 +15,7 @@ from collab.http import routes_admin, routes_auth, routes_health, routes_project
 from collab.http.context import AppServices, install_request_hooks
 from collab.http.openapi import install_openapi
 from collab.http.problems import install_problem_handlers
+from collab.http.ws_endpoint import route_websockets
 
 
 def create_app(services: AppServices) -> QuartTrio:
@@ -33,7 +34,7 @@ def create_app(services: AppServices) -> QuartTrio:
     install_openapi(app)
     for module in (routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks):
         app.register_blueprint(module.blueprint)
-    app.asgi_app = FinishLastSend(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = route_websockets(FinishLastSend(app.asgi_app), services)  # type: ignore[method-assign]
     return app
 
 

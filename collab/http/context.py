@@ -21,6 +21,7 @@ from typing import Any
 from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 
+from collab.actors.hub import Hub
 from collab.actors.registry import ActorRegistry
 from collab.auth.service import AuthService, ClientInfo
 from collab.config import Settings
@@ -52,6 +53,7 @@ class AppServices:
     db: Database
     auth: AuthService
     registry: ActorRegistry
+    hub: Hub
     cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
     loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
     started_at: float = field(default_factory=time.time)

@@ -114,7 +114,7 @@ def test_every_route_has_a_row(settings) -> None:
     from collab.http.app import create_app
     from collab.http.context import AppServices
 
-    app = create_app(AppServices(settings=settings, db=None, auth=None, registry=None))  # type: ignore[arg-type]
+    app = create_app(AppServices(settings=settings, db=None, auth=None, registry=None, hub=None))  # type: ignore[arg-type]
     _, routes = load_matrix()
     served: set[tuple[str, str]] = set()
     skipped: dict[str, str] = {}

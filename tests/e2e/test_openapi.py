@@ -41,7 +41,7 @@ PUBLIC_OPERATIONS = {
 
 def offline_app(tmp_path: Path) -> QuartTrio:
     """The app as wired for serving, without any backing service (routes and docs only)."""
-    return create_app(AppServices(settings=test_settings(None, tmp_path), db=None, auth=None, registry=None))  # type: ignore[arg-type]
+    return create_app(AppServices(settings=test_settings(None, tmp_path), db=None, auth=None, registry=None, hub=None))  # type: ignore[arg-type]
 
 
 def app_operations(app: QuartTrio) -> set[tuple[str, str]]:

@@ -108,6 +108,17 @@ INVALID = {
     "actor_max_batch": "none",
     "actor_ask_timeout_s": "0",
     "actor_idle_timeout_s": "-1",
+    "ws_allowed_origins": "ftp://x",
+    "ws_max_message_bytes": "1",
+    "ws_messages_per_s": "0",
+    "ws_message_burst": "0",
+    "ws_max_sockets_per_user": "0",
+    "ws_auth_timeout_s": "0",
+    "ws_idle_timeout_s": "0",
+    "ws_ping_interval_s": "0",
+    "ws_max_queued_events": "1",
+    "ws_max_catchup_events": "0",
+    "ws_max_inflight_ops": "0",
 }
 
 

@@ -1,0 +1,230 @@
+"""GET /ws: the WebSocket endpoint, as a raw ASGI handler in front of Quart.
+
+The handshake: a browser's ``Origin`` must be the server's own or in
+``COLLAB_WS_ALLOWED_ORIGINS`` (else HTTP 403); a bearer token may come in the
+``Authorization`` header or ``?token=`` (an invalid one is refused with 403;
+the query string is never logged); without one, the first frame must be
+``auth {token}`` within ``COLLAB_WS_AUTH_TIMEOUT_S`` (else close 4501). Then
+``welcome``, and the connection's reader (this task) and writer run until
+either side closes.
+
+Limits: messages over ``COLLAB_WS_MAX_MESSAGE_BYTES`` close with 1009
+(hypercorn); more than ``COLLAB_WS_MESSAGES_PER_S`` (with a burst allowance)
+get ``rate_limited`` errors and, if it goes on, close 4003; nothing received
+for ``COLLAB_WS_IDLE_TIMEOUT_S`` closes 4002; more than
+``COLLAB_WS_MAX_SOCKETS_PER_USER`` sockets close 4503. Invalid frames get
+``error`` frames; many in a row close 4500.
+
+Why raw ASGI: the per-frame path is the hot path of fan-out, and Quart's
+websocket wrapper costs measurable throughput on it (STACK.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+
+from collab.actors.ws_dispatch import FrameDispatcher
+from collab.actors.ws_session import SessionLimits, WsSession
+from collab.domain.users import Principal
+from collab.errors import CollabError
+from collab.protocol import frames as wire
+from collab.protocol import server_frames as frames
+from collab.protocol.server_frames import CloseCode
+
+log = logging.getLogger("collab.ws")
+
+WS_PATH = "/ws"
+MAX_BAD_FRAMES_IN_A_ROW = 20
+MAX_RATE_STRIKES = 50
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+
+
+class TokenBucket:
+    """``rate_per_s`` messages per second with a burst of ``burst``."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate, self.capacity = rate_per_s, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def route_websockets(http_app: ASGIApp, services: Any) -> ASGIApp:
+    """ASGI app: /ws to the WebSocket handler, everything else to ``http_app``."""
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "websocket" and scope.get("path") == WS_PATH:
+            await serve_websocket(scope, receive, send, services)
+        else:
+            await http_app(scope, receive, send)
+
+    return app
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(scope: dict[str, Any], allowed: tuple[str, ...]) -> bool:
+    """Non-browser clients send no Origin; browsers must be same-origin or allow-listed."""
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in allowed:
+        return True
+    host = _header(scope, b"host")
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _token_from_upgrade(scope: dict[str, Any]) -> str | None:
+    header = _header(scope, b"authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    values = query.get("token")
+    return values[-1] if values else None
+
+
+async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> None:
+    settings = services.settings
+    hub = services.hub
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if hub.closing or not origin_allowed(scope, settings.ws_allowed_origins):
+        await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+        return
+    principal: Principal | None = None
+    token = _token_from_upgrade(scope)
+    if token is not None:
+        try:
+            principal = await services.auth.authenticate(token)
+        except CollabError:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+    await send({"type": "websocket.accept"})
+    if principal is None:
+        principal = await _first_frame_auth(receive, send, services)
+        if principal is None:
+            return
+    if hub.sockets_of(principal.user_id) >= settings.ws_max_sockets_per_user:
+        await _close(send, CloseCode.TOO_MANY_SOCKETS, "too many sockets for this user")
+        return
+    session = WsSession(principal, hub, send, SessionLimits(max_queued_events=settings.ws_max_queued_events))
+    hub.register(session)
+    user = await services.auth.get_user(principal.user_id)
+    session.send_control(frames.welcome(user.public_view(), session.id, {
+        "max_message_bytes": settings.ws_max_message_bytes,
+        "messages_per_s": settings.ws_messages_per_s,
+        "idle_timeout_s": settings.ws_idle_timeout_s,
+    }))
+    log.info("websocket open", extra={"user_id": str(principal.user_id), "connection_id": str(session.id)})
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_writer, session, nursery.cancel_scope)
+            dispatcher = FrameDispatcher(
+                session, hub, services.registry, services.db, nursery,
+                max_catchup_events=settings.ws_max_catchup_events, max_inflight_ops=settings.ws_max_inflight_ops,
+                ask_timeout_s=settings.actor_ask_timeout_s,
+            )
+            await _read(session, dispatcher, receive, settings)
+            nursery.cancel_scope.cancel()
+    finally:
+        hub.unregister(session)
+        log.info("websocket closed", extra={
+            "user_id": str(principal.user_id), "connection_id": str(session.id), "close_code": session.close_code,
+        })
+
+
+async def _writer(session: WsSession, scope: trio.CancelScope) -> None:
+    try:
+        await session.run_writer()
+    except (trio.TooSlowError, OSError, Exception) as exc:  # noqa: BLE001 - the peer is gone or stuck
+        log.debug("websocket writer ended: %s", type(exc).__name__)
+    scope.cancel()
+
+
+async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any) -> None:
+    bucket = TokenBucket(settings.ws_messages_per_s, settings.ws_message_burst)
+    bad_in_a_row = rate_strikes = 0
+    while session.close_code is None:
+        with trio.move_on_after(settings.ws_idle_timeout_s) as idle:
+            message = await receive()
+        if idle.cancelled_caught:
+            session.close(CloseCode.IDLE_TIMEOUT, "idle")
+            break
+        if message["type"] == "websocket.disconnect":
+            return
+        if message["type"] != "websocket.receive":
+            continue
+        if not bucket.take():
+            rate_strikes += 1
+            session.send_control(frames.error(None, "rate_limited", "Too many messages; slow down", True))
+            if rate_strikes >= MAX_RATE_STRIKES:
+                session.close(CloseCode.RATE_LIMITED, "rate limited")
+            continue
+        rate_strikes = 0
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+        try:
+            frame = wire.parse_client_frame(text)
+        except wire.ProtocolError as exc:
+            bad_in_a_row += 1
+            session.send_control(frames.error(exc.request_id, "invalid", exc.message, False, exc.errors))
+            if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW:
+                session.close(CloseCode.BAD_PROTOCOL, "too many invalid frames")
+            continue
+        bad_in_a_row = 0
+        await dispatcher.handle(frame)
+    # Closing: let the writer send the close frame, then wait for the peer to go.
+    with trio.move_on_after(5):
+        await session.closed.wait()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+
+async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> Principal | None:
+    with trio.move_on_after(services.settings.ws_auth_timeout_s):
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return None
+        try:
+            frame = wire.parse_client_frame(message.get("text") or message.get("bytes") or b"")
+        except wire.ProtocolError:
+            frame = None
+        if not isinstance(frame, wire.AuthFrame):
+            await _close(send, CloseCode.UNAUTHENTICATED, "send auth {token} first")
+            return None
+        try:
+            return await services.auth.authenticate(frame.token)
+        except CollabError:
+            await _close(send, CloseCode.UNAUTHENTICATED, "invalid or expired token")
+            return None
+    await _close(send, CloseCode.UNAUTHENTICATED, "no auth frame in time")
+    return None
+
+
+async def _close(send: Callable[..., Any], code: int, reason: str) -> None:
+    with trio.move_on_after(5):
+        await send({"type": "websocket.close", "code": int(code), "reason": reason})

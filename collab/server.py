@@ -145,6 +145,7 @@ async def serve(
 
             async with trio.open_nursery() as background:
                 await background.start(services.loop_monitor.run)
+                await background.start(services.hub.clock.run)
                 async with trio.open_nursery() as server:
                     binds = await server.start(
                         partial(hypercorn_serve, app, hypercorn_config(settings),

@@ -19,6 +19,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from collab.actors.flush_clock import FlushClock
 from collab.protocol import server_frames as frames
 from collab.storage.projects import EventRecord
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, clock: FlushClock | None = None) -> None:
+        self.clock = clock or FlushClock()
         self._subscribers: dict[uuid.UUID, set["WsSession"]] = {}
         self._by_user: dict[uuid.UUID, set["WsSession"]] = {}
         self._by_login: dict[uuid.UUID, set["WsSession"]] = {}  # auth session id -> sockets

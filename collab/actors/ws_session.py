@@ -13,8 +13,9 @@ client resubscribes with ``since`` and catches up from the change log). A
 subscriber that needs ``max_resyncs`` resyncs within ``resync_window_s`` is
 closed with ``4001 slow consumer``.
 
-Coalescing: the writer sends whatever is queued when it wakes as one message
-(a JSON array when there are several frames), up to ``max_frames_per_message``.
+Coalescing: a woken writer waits for the shared :class:`FlushClock`, then
+sends whatever is queued as one message (a JSON array when there are several
+frames), up to ``max_frames_per_message``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
+from collab.actors.flush_clock import FlushClock
 from collab.domain.users import Principal
 from collab.protocol import server_frames as frames
 
@@ -64,13 +66,16 @@ class _Entry:
 
 
 class WsSession:
-    def __init__(self, principal: Principal, hub: "Hub", send: Send, limits: SessionLimits) -> None:
+    def __init__(
+        self, principal: Principal, hub: "Hub", send: Send, limits: SessionLimits, clock: FlushClock | None = None,
+    ) -> None:
         self.id = uuid.uuid4()
         self.principal = principal
         self.hub = hub
         self.subscriptions: dict[uuid.UUID, Subscription] = {}
         self._send = send
         self._limits = limits
+        self._clock = clock
         self._outbox: deque[_Entry] = deque()
         self._queued_events = 0
         self._wake = trio.Event()
@@ -184,6 +189,8 @@ class WsSession:
         try:
             while True:
                 await self._wake.wait()
+                if self._clock is not None and self.close_code is None:
+                    await self._clock.wait()  # coalesce with everything else arriving now
                 self._wake = trio.Event()
                 while self._outbox:
                     batch: list[str] = []

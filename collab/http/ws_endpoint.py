@@ -130,16 +130,18 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
     if hub.sockets_of(principal.user_id) >= settings.ws_max_sockets_per_user:
         await _close(send, CloseCode.TOO_MANY_SOCKETS, "too many sockets for this user")
         return
-    session = WsSession(principal, hub, send, SessionLimits(max_queued_events=settings.ws_max_queued_events))
-    hub.register(session)
     user = await services.auth.get_user(principal.user_id)
-    session.send_control(frames.welcome(user.public_view(), session.id, {
-        "max_message_bytes": settings.ws_max_message_bytes,
-        "messages_per_s": settings.ws_messages_per_s,
-        "idle_timeout_s": settings.ws_idle_timeout_s,
-    }))
-    log.info("websocket open", extra={"user_id": str(principal.user_id), "connection_id": str(session.id)})
+    session = WsSession(
+        principal, hub, send, SessionLimits(max_queued_events=settings.ws_max_queued_events), clock=hub.clock,
+    )
+    hub.register(session)
     try:
+        session.send_control(frames.welcome(user.public_view(), session.id, {
+            "max_message_bytes": settings.ws_max_message_bytes,
+            "messages_per_s": settings.ws_messages_per_s,
+            "idle_timeout_s": settings.ws_idle_timeout_s,
+        }))
+        log.info("websocket open", extra={"user_id": str(principal.user_id), "connection_id": str(session.id)})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_writer, session, nursery.cancel_scope)
             dispatcher = FrameDispatcher(

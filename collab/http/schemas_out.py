@@ -72,15 +72,9 @@ class UserPrivate(UserPublic):
     updated_at: datetime
 
 
-class UserAny(Out):
+class UserAny(UserPublic):
     """A user: the private fields appear for yourself and for admins."""
 
-    id: uuid.UUID
-    username: str
-    first_name: str | None
-    last_name: str | None
-    display_name: str
-    avatar_url: str | None
     email: str | None = None
     roles: list[str] | None = None
     is_active: bool | None = None

@@ -84,7 +84,6 @@ class Settings:
     ws_max_sockets_per_user: int = 20
     ws_auth_timeout_s: float = 5 * SECONDS
     ws_idle_timeout_s: float = 75 * SECONDS
-    ws_ping_interval_s: float = 20 * SECONDS
     ws_max_queued_events: int = 1024
     ws_max_catchup_events: int = 1000
     ws_max_inflight_ops: int = 256
@@ -230,7 +229,6 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ws_max_sockets_per_user": _int(1, 10_000),
     "ws_auth_timeout_s": _float(0.1, 600),
     "ws_idle_timeout_s": _float(1, 24 * 3600),
-    "ws_ping_interval_s": _float(1, 3600),
     "ws_max_queued_events": _int(8, 1_000_000),
     "ws_max_catchup_events": _int(1, 1_000_000),
     "ws_max_inflight_ops": _int(1, 100_000),

@@ -119,7 +119,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.h2_max_concurrent_streams = 100
     config.h2_max_header_list_size = 16 * 1024
     config.websocket_max_message_size = settings.ws_max_message_bytes
-    config.websocket_ping_interval = settings.ws_ping_interval_s
+    # No server pings: hypercorn's ping task sleeps through shutdown and holds
+    # every socket for the whole grace period (STACK.md trap 3). Clients ping
+    # (protocol.md); silence closes the socket (COLLAB_WS_IDLE_TIMEOUT_S).
+    config.websocket_ping_interval = None
     config.include_server_header = False
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

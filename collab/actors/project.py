@@ -232,6 +232,12 @@ class ProjectActor:
             if record.client_op_id and record.actor_id:
                 self.op_ids.add(store.AppliedOp(record.actor_id, record.client_op_id, record.event.seq, record.event.task_id))
         for command, outcome in accepted:
+            if command.client_op_id and not outcome.events:
+                # A no-op leaves no event to carry its id: remember it here so a resend
+                # stays a no-op (in memory only: a restart forgets it).
+                task_id = getattr(command.op, "task_id", None)
+                self.op_ids.add(store.AppliedOp(command.caller.user_id, command.client_op_id, outcome.seq, task_id))
+        for command, outcome in accepted:
             if isinstance(command.op, MemberAdd):
                 self.names[command.op.user_id] = command.op.username
             self._remember(command, outcome)

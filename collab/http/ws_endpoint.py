@@ -27,6 +27,7 @@ import uuid
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import trio
 
 from collab.actors.ws_dispatch import FrameDispatcher
@@ -111,7 +112,10 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if hub.closing or not origin_allowed(scope, settings.ws_allowed_origins):
+    if hub.closing:
+        await _refuse_handshake(send, 503, "unavailable", "The server is shutting down; retry", {"retry-after": "2"})
+        return
+    if not origin_allowed(scope, settings.ws_allowed_origins):
         await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
         return
     principal: Principal | None = None
@@ -139,7 +143,11 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
         session.send_control(frames.welcome(user.public_view(), session.id, {
             "max_message_bytes": settings.ws_max_message_bytes,
             "messages_per_s": settings.ws_messages_per_s,
+            "message_burst": settings.ws_message_burst,
             "idle_timeout_s": settings.ws_idle_timeout_s,
+            "max_inflight_ops": settings.ws_max_inflight_ops,
+            "max_queued_events": settings.ws_max_queued_events,
+            "max_catchup_events": settings.ws_max_catchup_events,
         }))
         log.info("websocket open", extra={"user_id": str(principal.user_id), "connection_id": str(session.id)})
         async with trio.open_nursery() as nursery:
@@ -181,7 +189,9 @@ async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callab
             continue
         if not bucket.take():
             rate_strikes += 1
-            session.send_control(frames.error(None, "rate_limited", "Too many messages; slow down", True))
+            session.send_control(frames.error(
+                _request_id(message), "rate_limited", "Too many messages; slow down and resend", True,
+            ))
             if rate_strikes >= MAX_RATE_STRIKES:
                 session.close(CloseCode.RATE_LIMITED, "rate limited")
             continue
@@ -204,6 +214,26 @@ async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callab
         await session.closed.wait()
         while (await receive())["type"] != "websocket.disconnect":
             pass
+
+
+async def _refuse_handshake(send: Callable[..., Any], status: int, code: str, detail: str, headers: dict[str, str]) -> None:
+    """Answer the upgrade request with a plain HTTP problem response."""
+    body = orjson.dumps({"type": f"https://collab.dev/problems/{code}", "title": detail, "status": status,
+                         "detail": detail, "code": code, "retryable": True})
+    raw_headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _request_id(message: dict[str, Any]) -> str | None:
+    """The ``id`` of a message we are not going to process (to name it in an error)."""
+    try:
+        raw = orjson.loads(message.get("text") or message.get("bytes") or b"")
+    except orjson.JSONDecodeError:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> Principal | None:

@@ -186,6 +186,7 @@ class PresenceState(_Frame):
 
 class PresenceFrame(_Frame):
     type: Literal["presence"]
+    id: RequestId | None = None  # echoed in an error, if any
     project_id: uuid.UUID
     state: PresenceState
 

@@ -115,7 +115,6 @@ INVALID = {
     "ws_max_sockets_per_user": "0",
     "ws_auth_timeout_s": "0",
     "ws_idle_timeout_s": "0",
-    "ws_ping_interval_s": "0",
     "ws_max_queued_events": "1",
     "ws_max_catchup_events": "0",
     "ws_max_inflight_ops": "0",

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from loadtest import foundation, report
+from loadtest import foundation, report, tasks
 
 SCENARIOS = {
     "foundation": (foundation, "startup time, REST throughput (ping vs users/me), concurrent logins"),
+    "tasks": (tasks, "task reads and durable writes vs ping, lists and search on 10,000 tasks, the seed's benchmarks"),
 }
 
 

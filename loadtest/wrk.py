@@ -4,6 +4,9 @@ The Lua script adds ``Authorization: Bearer <token>`` when ``LOADTEST_TOKEN``
 is set in wrk's environment (so the token never appears in a process
 listing) and prints one ``LOADTEST_RESULT {json}`` line at the end with exact
 percentiles from wrk's histogram, so nothing is parsed from wrk's human text.
+A scenario may append Lua of its own (a ``request`` function, say) and print
+``LOADTEST_EXTRA {json}`` lines from its ``done``; they are merged into
+:attr:`WrkResult.extra`.
 wrk runs as a child process with a deadline of its duration plus a margin.
 """
 
@@ -14,11 +17,12 @@ import os
 import resource
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 RESULT_PREFIX = "LOADTEST_RESULT "
+EXTRA_PREFIX = "LOADTEST_EXTRA "
 DEADLINE_MARGIN_S = 30.0
 
 LUA_SCRIPT = r"""
@@ -64,6 +68,7 @@ class WrkResult:
     max_ms: float
     errors: dict[str, int]
     wrk_cpu_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def error_count(self) -> int:
@@ -112,6 +117,10 @@ def run_wrk(base_url: str, path: str, *, connections: int, duration_s: float, sc
     if line is None:
         raise WrkFailed(f"wrk printed no result line:\n{done.stdout}\n{done.stderr}")
     raw = json.loads(line[len(RESULT_PREFIX):])
+    extra: dict[str, Any] = {}
+    for l in done.stdout.splitlines():
+        if l.startswith(EXTRA_PREFIX):
+            extra.update(json.loads(l[len(EXTRA_PREFIX):]))
     seconds = raw["duration_us"] / 1e6
     lat = raw["latency_us"]
     return WrkResult(
@@ -121,4 +130,5 @@ def run_wrk(base_url: str, path: str, *, connections: int, duration_s: float, sc
         mean_ms=round(lat["mean"] / 1000, 3), max_ms=lat["max"] / 1000,
         errors={k: int(v) for k, v in raw["errors"].items()},
         wrk_cpu_s=round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 3),
+        extra=extra,
     )

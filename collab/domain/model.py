@@ -147,10 +147,13 @@ class Draft:
         return found if found is not None else self._state.members.get(user_id)  # type: ignore[return-value]
 
     def members(self) -> Iterator[Member]:
-        for user_id in self._state.members.keys() | self._members.keys():
-            m = self.member(user_id)
-            if m is not None:
+        overlay = self._members
+        for user_id, m in self._state.members.items():
+            if user_id not in overlay:
                 yield m
+        for m in overlay.values():
+            if m is not _DELETED:
+                yield m  # type: ignore[misc]
 
     def task(self, task_id: uuid.UUID) -> Task | None:
         found = self._tasks.get(task_id, None)
@@ -159,10 +162,17 @@ class Draft:
         return found if found is not None else self._state.tasks.get(task_id)  # type: ignore[return-value]
 
     def tasks(self) -> Iterable[Task]:
-        for task_id in self._state.tasks.keys() | self._tasks.keys():
-            t = self.task(task_id)
-            if t is not None:
+        overlay = self._tasks
+        for task_id, t in self._state.tasks.items():
+            if task_id not in overlay:
                 yield t
+        for t in overlay.values():
+            if t is not _DELETED:
+                yield t  # type: ignore[misc]
+
+    def last_position(self, status: TaskStatus, exclude: uuid.UUID | None = None) -> str | None:
+        """The largest position in a column (one pass, no sort)."""
+        return max((t.position for t in self.tasks() if t.status == status and t.id != exclude), default=None)
 
     def column(self, status: TaskStatus) -> list[Task]:
         """Tasks of one status, in board order."""

@@ -190,8 +190,7 @@ def _update_task(draft: Draft, before: Task, changes: dict[str, Any], now: datet
 
 
 def _end_of_column(draft: Draft, status: TaskStatus, exclude: uuid.UUID | None = None) -> str:
-    column = [t for t in draft.column(status) if t.id != exclude]
-    return positions.key_between(column[-1].position if column else None, None)
+    return positions.key_between(draft.last_position(status, exclude), None)
 
 
 # --- project ops -------------------------------------------------------------------

@@ -88,15 +88,22 @@ async def list_tasks(
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     order = _order_by(filters.sort, rank)
     total = await conn.fetchval(f"SELECT count(*) FROM tasks t {clause}", *args.values)
+    # Take the page from tasks alone (in index order where possible), then join
+    # the names for just those rows.
     rows = await conn.fetch(
-        f"""SELECT {TASK_COLUMNS}, p.name AS project_name, a.username AS assignee_name, c.username AS created_by_name
-            FROM tasks t
+        f"""WITH page AS (
+                SELECT {TASK_COLUMNS}, row_number() OVER (ORDER BY {order}) AS n FROM (
+                    SELECT t.* FROM tasks t {clause}
+                    ORDER BY {order}
+                    LIMIT {args.add(limit)} OFFSET {args.add(offset)}
+                ) t
+            )
+            SELECT t.*, p.name AS project_name, a.username AS assignee_name, c.username AS created_by_name
+            FROM page t
             JOIN projects p ON p.id = t.project_id
             LEFT JOIN users a ON a.id = t.assignee_id
             JOIN users c ON c.id = t.created_by
-            {clause}
-            ORDER BY {order}
-            LIMIT {args.add(limit)} OFFSET {args.add(offset)}""",
+            ORDER BY t.n""",
         *args.values,
     )
     views = []

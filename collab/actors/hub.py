@@ -19,6 +19,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+import trio
+
 from collab.actors.flush_clock import FlushClock
 from collab.protocol import server_frames as frames
 from collab.storage.projects import EventRecord
@@ -36,11 +38,15 @@ class Hub:
         self._by_user: dict[uuid.UUID, set["WsSession"]] = {}
         self._by_login: dict[uuid.UUID, set["WsSession"]] = {}  # auth session id -> sockets
         self._presence: dict[uuid.UUID, dict["WsSession", dict[str, Any]]] = {}
-        self.closing = False
+        self.closing_event = trio.Event()  # set by shutdown(): also wakes sockets not registered yet
         self.events_published = 0
         self.frames_enqueued = 0
 
     # --- sockets ---------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.closing_event.is_set()
 
     def sockets_of(self, user_id: uuid.UUID) -> int:
         return len(self._by_user.get(user_id, ()))
@@ -145,7 +151,7 @@ class Hub:
 
     def shutdown(self) -> None:
         """Close every socket with the reconnect code (server going away)."""
-        self.closing = True
+        self.closing_event.set()
         for sessions in list(self._by_user.values()):
             for session in list(sessions):
                 session.close(frames.CloseCode.GOING_AWAY, "server shutting down")

@@ -131,10 +131,14 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
         principal = await _first_frame_auth(receive, send, services)
         if principal is None:
             return
+    user = await services.auth.get_user(principal.user_id)
+    # No await from these checks to hub.register(): concurrent sockets cannot all pass.
+    if hub.closing:
+        await _close(send, CloseCode.GOING_AWAY, "server shutting down")
+        return
     if hub.sockets_of(principal.user_id) >= settings.ws_max_sockets_per_user:
         await _close(send, CloseCode.TOO_MANY_SOCKETS, "too many sockets for this user")
         return
-    user = await services.auth.get_user(principal.user_id)
     session = WsSession(
         principal, hub, send, SessionLimits(max_queued_events=settings.ws_max_queued_events), clock=hub.clock,
     )
@@ -150,6 +154,7 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
             "max_catchup_events": settings.ws_max_catchup_events,
         }))
         log.info("websocket open", extra={"user_id": str(principal.user_id), "connection_id": str(session.id)})
+        disconnected = False  # stays False if the writer's cancel cuts _read short
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_writer, session, nursery.cancel_scope)
             dispatcher = FrameDispatcher(
@@ -157,8 +162,10 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
                 max_catchup_events=settings.ws_max_catchup_events, max_inflight_ops=settings.ws_max_inflight_ops,
                 ask_timeout_s=settings.actor_ask_timeout_s,
             )
-            await _read(session, dispatcher, receive, settings)
+            disconnected = await _read(session, dispatcher, receive, settings)
             nursery.cancel_scope.cancel()
+        if not disconnected:
+            await _drain(receive)
     finally:
         hub.unregister(session)
         log.info("websocket closed", extra={
@@ -174,7 +181,7 @@ async def _writer(session: WsSession, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any) -> None:
+async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any) -> bool:
     bucket = TokenBucket(settings.ws_messages_per_s, settings.ws_message_burst)
     bad_in_a_row = rate_strikes = 0
     while session.close_code is None:
@@ -184,7 +191,7 @@ async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callab
             session.close(CloseCode.IDLE_TIMEOUT, "idle")
             break
         if message["type"] == "websocket.disconnect":
-            return
+            return True
         if message["type"] != "websocket.receive":
             continue
         if not bucket.take():
@@ -209,9 +216,18 @@ async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callab
             continue
         bad_in_a_row = 0
         await dispatcher.handle(frame)
-    # Closing: let the writer send the close frame, then wait for the peer to go.
+    # Closing: let the writer send the close frame (the caller then drains).
     with trio.move_on_after(5):
         await session.closed.wait()
+    return False
+
+
+async def _drain(receive: Callable[..., Any]) -> None:
+    """Read and drop until the peer's disconnect (bounded). hypercorn's app queue is
+    bounded (max_app_queue_size): a handler that returns while it is full leaves
+    hypercorn's reader blocked for good, the close handshake unfinished and the TCP
+    connection open until the server stops."""
+    with trio.move_on_after(5):
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
@@ -237,8 +253,20 @@ def _request_id(message: dict[str, Any]) -> str | None:
 
 
 async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> Principal | None:
+    hub = services.hub
     with trio.move_on_after(services.settings.ws_auth_timeout_s):
-        message = await receive()
+        message = None
+        async with trio.open_nursery() as race:  # the first message, or shutdown, whichever comes first
+            async def first_message() -> None:
+                nonlocal message
+                message = await receive()
+                race.cancel_scope.cancel()
+            race.start_soon(first_message)
+            await hub.closing_event.wait()
+            race.cancel_scope.cancel()
+        if message is None:  # shutdown began
+            await _close(send, CloseCode.GOING_AWAY, "server shutting down")
+            return None
         if message["type"] != "websocket.receive":
             return None
         try:

@@ -104,7 +104,7 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             inbox_size=settings.actor_inbox_size, max_batch=settings.actor_max_batch,
             ask_timeout_s=settings.actor_ask_timeout_s, commit_timeout_s=settings.db_statement_timeout_s,
             idle_timeout_s=settings.actor_idle_timeout_s,
-        ), publish=hub.publish, keep_alive=hub.is_watched))
+        ), publish=hub.publish, keep_alive=hub.is_watched, notify=hub.push_notifications))
         yield AppServices(settings=settings, db=db, auth=auth, registry=registry, hub=hub, cache_ping=cache_ping)
 
 

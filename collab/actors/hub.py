@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import trio
 
 from collab.actors.flush_clock import FlushClock
+from collab.domain.notifications import Notification
 from collab.protocol import server_frames as frames
 from collab.storage.projects import EventRecord
 
@@ -105,6 +106,11 @@ class Hub:
     def end_subscription(self, session: "WsSession", project_id: uuid.UUID, reason: str) -> None:
         self.unsubscribe(session, project_id)
         session.send_control(frames.unsubscribed(project_id, reason))
+
+    def push_notifications(self, notifications: Sequence[Notification]) -> None:
+        """Committed notifications, to every socket of each recipient."""
+        for n in notifications:
+            self.notify_user(n.user_id, n.view())
 
     def notify_user(self, user_id: uuid.UUID, notification: dict[str, Any]) -> None:
         """Push a notification to every socket of the user."""

@@ -36,6 +36,7 @@ import trio
 from collab.domain.model import Draft, ProjectState
 from collab.actors.op_ids import OpIds
 from collab.domain.ops import Event, MemberAdd, Op, TaskCreate
+from collab.domain.notifications import Notification, notifications_for
 from collab.domain.results import result_view
 from collab.domain.rules import apply
 from collab.domain.users import Principal
@@ -101,6 +102,10 @@ class ActorStats:
 Publish = Callable[[uuid.UUID, Sequence[store.EventRecord]], None]
 
 
+#: Receives the notifications a committed batch created (to push them to sockets).
+Notify = Callable[[Sequence[Notification]], None]
+
+
 class ProjectNotFound(Exception):
     """The project does not exist (or was deleted); the actor stops."""
 
@@ -108,8 +113,9 @@ class ProjectNotFound(Exception):
 class ProjectActor:
     def __init__(
         self, project_id: uuid.UUID, db: Database, *, max_batch: int, commit_timeout_s: float,
-        publish: Publish, recent_keys: int = 1024, op_id_window: int = 10_000,
+        publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 10_000,
     ) -> None:
+        self._notify = notify or (lambda notes: None)
         self.project_id = project_id
         self._db = db
         self._max_batch = max_batch
@@ -147,6 +153,7 @@ class ProjectActor:
         accepted: list[tuple[Command, Accepted]] = []
         records: list[store.EventRecord] = []
         keys: list[store.IdempotencyRecord] = []
+        notes: list[Notification] = []
         in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]] = {}
         repeats: list[Command] = []  # same key and request as an earlier command of this batch
         op_keys = [(c.caller.user_id, c.client_op_id) for c in batch if c.client_op_id]
@@ -171,11 +178,14 @@ class ProjectActor:
             if replay is not None:
                 _reply(command, replay)
                 continue
+            checkpoint = draft.checkpoint()
             try:
                 events = apply(draft, command.op, command.caller, now)
             except CollabError as error:
                 _reply(command, Rejected(error))
                 continue
+            before = {e.task_id: draft.task_at(checkpoint, e.task_id) for e in events if e.task_id is not None}
+            notes.extend(notifications_for(draft, events, before, command.caller.user_id, command.caller.username, now))
             result = result_view(draft, command.op, self.names)
             outcome = Accepted(seq=draft.seq, events=tuple(events), result=result)
             accepted.append((command, outcome))
@@ -201,7 +211,7 @@ class ProjectActor:
                     deadline.shield = True
                     await self._db.run(
                         store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,
-                        records=records, idempotency=keys,
+                        records=records, idempotency=keys, notifications=notes,
                     )
                 if deadline.cancelled_caught:
                     raise Unavailable("The commit did not finish in time; retry")
@@ -251,6 +261,8 @@ class ProjectActor:
             _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("Retry")))
         if records:
             self._publish(self.project_id, records)
+        if notes:
+            self._notify(notes)
 
     def _already_applied(self, draft: Draft, command: Command, applied: store.AppliedOp) -> Accepted:
         """The ack for a resent op: its original seq, the target as it is now."""

@@ -33,7 +33,7 @@ from typing import AsyncIterator, Callable, Sequence
 import trio
 
 from collab.actors.project import (
-    Accepted, Command, Idempotency, ProjectActor, ProjectNotFound, Publish, Rejected, Reply,
+    Accepted, Command, Idempotency, Notify, ProjectActor, ProjectNotFound, Publish, Rejected, Reply,
 )
 from collab.domain.ops import Op
 from collab.domain.users import Principal
@@ -74,9 +74,10 @@ def _no_publish(project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> 
 class ActorRegistry:
     def __init__(
         self, db: Database, nursery: trio.Nursery, options: RegistryOptions, publish: Publish | None = None,
-        keep_alive: Callable[[uuid.UUID], bool] | None = None,
+        keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
     ) -> None:
         self._db = db
+        self._notify = notify
         self._keep_alive = keep_alive or (lambda project_id: False)
         self._nursery = nursery
         self._options = options
@@ -194,7 +195,7 @@ class ActorRegistry:
     def _new_actor(self, project_id: uuid.UUID) -> ProjectActor:
         return ProjectActor(
             project_id, self._db, max_batch=self._options.max_batch,
-            commit_timeout_s=self._options.commit_timeout_s, publish=self._publish,
+            commit_timeout_s=self._options.commit_timeout_s, publish=self._publish, notify=self._notify,
         )
 
     def _forget(self, slot: _Slot) -> None:
@@ -297,10 +298,10 @@ def _drain(recv: trio.MemoryReceiveChannel[Command], limit: int | None) -> list[
 @asynccontextmanager
 async def open_registry(
     db: Database, options: RegistryOptions, publish: Publish | None = None,
-    keep_alive: Callable[[uuid.UUID], bool] | None = None,
+    keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
 ) -> AsyncIterator[ActorRegistry]:
     async with trio.open_nursery() as nursery:
-        registry = ActorRegistry(db, nursery, options, publish, keep_alive)
+        registry = ActorRegistry(db, nursery, options, publish, keep_alive, notify)
         try:
             yield registry
         finally:

@@ -178,6 +178,17 @@ class Draft:
         """Tasks of one status, in board order."""
         return sorted((t for t in self.tasks() if t.status == status), key=lambda t: (t.position, str(t.id)))
 
+    def checkpoint(self) -> dict[uuid.UUID, Task | object]:
+        """A marker of the draft's tasks now, for :meth:`task_at` (tasks are immutable)."""
+        return dict(self._tasks)
+
+    def task_at(self, checkpoint: dict[uuid.UUID, Task | object], task_id: uuid.UUID) -> Task | None:
+        """A task as it was at ``checkpoint``."""
+        found = checkpoint.get(task_id)
+        if found is _DELETED:
+            return None
+        return found if found is not None else self._state.tasks.get(task_id)  # type: ignore[return-value]
+
     # --- changes (called by the evolve step only) ---
 
     def put_member(self, member: Member) -> None:

@@ -11,7 +11,9 @@ from typing import Any, Awaitable, Callable
 import trio
 from quart_trio import QuartTrio
 
-from collab.http import routes_admin, routes_auth, routes_health, routes_projects, routes_tasks, routes_users
+from collab.http import (
+    routes_admin, routes_auth, routes_health, routes_notifications, routes_projects, routes_tasks, routes_users,
+)
 from collab.http.context import AppServices, install_request_hooks
 from collab.http.openapi import install_openapi
 from collab.http.problems import install_problem_handlers
@@ -32,7 +34,9 @@ def create_app(services: AppServices) -> QuartTrio:
     install_request_hooks(app)
     install_problem_handlers(app)
     install_openapi(app)
-    for module in (routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks):
+    for module in (
+        routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks, routes_notifications,
+    ):
         app.register_blueprint(module.blueprint)
     app.asgi_app = route_websockets(FinishLastSend(app.asgi_app), services)  # type: ignore[method-assign]
     return app

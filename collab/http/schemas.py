@@ -167,3 +167,7 @@ class ChangesQuery(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     since: Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)] = 0
     limit: Annotated[int, pydantic.Field(ge=1, le=1000)] = 100
+
+
+class NotificationQuery(Paging):
+    is_read: bool | None = None

@@ -212,3 +212,29 @@ class Reset(Out):
 
 class Empty(Out):
     """No body (204)."""
+
+
+class Notification(Out):
+    id: uuid.UUID
+    type: Literal["task_assigned", "task_completed", "mentioned", "added_to_project"]
+    title: str
+    message: str
+    project_id: uuid.UUID | None
+    entity_type: str | None
+    entity_id: uuid.UUID | None
+    is_read: bool
+    created_at: datetime
+
+
+class NotificationPage(Out):
+    data: list[Notification]
+    pagination: Pagination
+    unread_count: int
+
+
+class UnreadCount(Out):
+    unread_count: int
+
+
+class MarkedRead(Out):
+    marked_read: int

@@ -21,6 +21,7 @@ import asyncpg
 from collab.domain.model import (
     Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
 )
+from collab.domain.notifications import Notification
 from collab.domain.ops import Event
 from collab.domain.views import member_payload, project_payload
 from collab.errors import Conflict, InternalError, Unavailable
@@ -215,7 +216,7 @@ class CommitRejected(InternalError):
 
 async def commit_batch(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
-    idempotency: Sequence[IdempotencyRecord] = (),
+    idempotency: Sequence[IdempotencyRecord] = (), notifications: Sequence[Notification] = (),
 ) -> None:
     """Write one batch atomically; :class:`FenceLost` if the seq moved,
     :class:`CommitRejected` if PostgreSQL refuses the data."""
@@ -234,6 +235,14 @@ async def commit_batch(
                  for r in records],
             )
             await _write_rows(conn, project_id, [r.event for r in records])
+        if notifications:
+            await conn.executemany(
+                """INSERT INTO notifications (id, user_id, project_id, title, message, type, entity_type, entity_id,
+                                              created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                [(n.id, n.user_id, n.project_id, n.title, n.message, n.type, n.entity_type, n.entity_id, n.created_at)
+                 for n in notifications],
+            )
         await _record_idempotency(conn, idempotency)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc

@@ -267,6 +267,18 @@ async def _delete_task(w: World, who: Caller) -> httpx.Response:
     return await w.client.delete(f"/api/v1/tasks/{task_id}", headers=who.headers)
 
 
+async def _mark_notification_read(w: World, who: Caller) -> httpx.Response:
+    """Give the caller a notification of its own (added to a fresh project), then mark it read."""
+    notification_id = uuid.uuid4()
+    if who.user_id:
+        project = await w.as_owner("POST", "/api/v1/projects", 201, json={"name": f"Notify {w.n()}"})
+        await w.as_owner("POST", f"/api/v1/projects/{project['id']}/members", 201,
+                         json={"user_id": who.user_id, "role": "viewer"})
+        listed = await w.client.get("/api/v1/notifications?is_read=false", headers=who.headers)
+        notification_id = listed.json()["data"][0]["id"]
+    return await w.client.put(f"/api/v1/notifications/{notification_id}/read", headers=who.headers)
+
+
 PROJECT = "/api/v1/projects/{w.project_id}"
 TASK = "/api/v1/tasks/{w.task_id}"
 
@@ -293,6 +305,10 @@ CALLS: dict[tuple[str, str], Call] = {
         "PUT", "/api/v1/admin/users/{w.admin_target_id}/roles", lambda w, who: {"roles": ["developer"]}),
     ("GET", "/api/v1/admin/metrics"): _get("/api/v1/admin/metrics"),
     ("POST", "/api/v1/admin/metrics/reset"): _send("POST", "/api/v1/admin/metrics/reset"),
+    ("GET", "/api/v1/notifications"): _get("/api/v1/notifications"),
+    ("GET", "/api/v1/notifications/unread-count"): _get("/api/v1/notifications/unread-count"),
+    ("PUT", "/api/v1/notifications/<notification_id>/read"): _mark_notification_read,
+    ("PUT", "/api/v1/notifications/read-all"): _send("PUT", "/api/v1/notifications/read-all"),
     ("GET", "/api/v1/projects"): _get("/api/v1/projects"),
     ("POST", "/api/v1/projects"): _send("POST", "/api/v1/projects", lambda w, who: {"name": f"Made {w.n()}"}),
     ("GET", "/api/v1/projects/<project_id>"): _get(PROJECT),

@@ -9,6 +9,7 @@ user can find a colleague by address without being able to enumerate them.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import pydantic
 from quart import Blueprint, Response
@@ -23,10 +24,27 @@ from collab.http.schemas_out import Page, PasswordChanged, UserAny, UserPrivate
 
 blueprint = Blueprint("users", __name__, url_prefix="/api/v1/users")
 
+def _web_url(value: str) -> str:
+    """An http(s) URL with a host that parses (no javascript:, no broken IPv6 literals)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("must be a valid http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be a valid http(s) URL")
+    return value
+
+
+AvatarUrl = Annotated[
+    str, pydantic.StringConstraints(max_length=2048, pattern=r"^https?://\S+$"), pydantic.AfterValidator(_web_url),
+]
+
+
 class ProfilePatch(Body):
     first_name: Name | None = None
     last_name: Name | None = None
-    avatar_url: Annotated[str, pydantic.StringConstraints(max_length=2048, pattern=r"^https?://\S+$")] | None = None
+    avatar_url: AvatarUrl | None = None
 
 
 class PasswordChange(Body):

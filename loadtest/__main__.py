@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from loadtest import foundation, report, tasks
+from loadtest import foundation, report, tasks, ws
 
 SCENARIOS = {
     "foundation": (foundation, "startup time, REST throughput (ping vs users/me), concurrent logins"),
     "tasks": (tasks, "task reads and durable writes vs ping, lists and search on 10,000 tasks, the seed's benchmarks"),
+    "ws": (ws, "WebSocket fan-out latency (W1), durable op throughput (W2), many projects (W3), idle sockets"),
 }
 
 

@@ -209,10 +209,16 @@ class ProjectActor:
             try:
                 with trio.move_on_after(self._commit_timeout_s) as deadline:
                     deadline.shield = True
-                    await self._db.run(
-                        store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,
-                        records=records, idempotency=keys, notifications=notes,
-                    )
+                    if store.fits_one_statement(records, keys, notes):
+                        await self._db.run(
+                            store.commit_task_batch, project_id=self.project_id, expected_seq=self.state.seq,
+                            records=records, transaction=False,
+                        )
+                    else:
+                        await self._db.run(
+                            store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,
+                            records=records, idempotency=keys, notifications=notes,
+                        )
                 if deadline.cancelled_caught:
                     raise Unavailable("The commit did not finish in time; retry")
             except CollabError as error:

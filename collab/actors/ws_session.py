@@ -203,6 +203,7 @@ class WsSession:
                         await self._send({"type": "websocket.send", "text": frames.join(batch)})
                     self.frames_sent += len(batch)
                     self.messages_sent += 1
+                    del batch, entry  # an idle socket must not keep its last message (often a snapshot)
                 if self.close_code is not None:
                     with trio.move_on_after(limits.send_timeout_s):
                         await self._send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})

@@ -117,6 +117,10 @@ class Database:
         return {"size": size, "idle": idle, "in_use": size - idle, "max": self._pool.get_max_size()}
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
+
+
 async def _select_one(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT 1")
 
@@ -159,6 +163,10 @@ async def _create_pool(dsn: str, options: PoolOptions) -> asyncpg.Pool:
             # lifetime) piles up garbage and GC pauses. PostgreSQL enforces
             # statement_timeout itself, and callers hold trio deadlines.
             max_inactive_connection_lifetime=0,
+            # Units leave no session state behind (the migrator resets what it
+            # sets), so the per-release RESET ALL / UNLISTEN / unlock round trip
+            # is skipped; asyncpg still rolls back an open transaction.
+            reset=_no_reset,
             init=_init_connection,
             server_settings={
                 "application_name": options.application_name,

@@ -136,7 +136,7 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float 
 
 
 class CommitGate:
-    """Holds every ``commit_batch`` the actor starts until :attr:`opened` is set.
+    """Holds every batch commit (``commit_batch`` or ``commit_task_batch``) until :attr:`opened` is set.
 
     It wraps ``db.run`` on the trio side, so the hold happens inside the
     actor's shielded commit scope and before any connection is taken.
@@ -148,7 +148,7 @@ class CommitGate:
         real_run = db.run
 
         async def run(unit: Any, *args: Any, **kwargs: Any) -> Any:
-            if unit is store.commit_batch:
+            if unit in (store.commit_batch, store.commit_task_batch):
                 self.arrived += 1
                 await self.opened.wait()
             return await real_run(unit, *args, **kwargs)

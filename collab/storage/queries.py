@@ -62,8 +62,16 @@ async def list_tasks(
 ) -> tuple[list[dict[str, Any]], int]:
     args = _Args()
     where: list[str] = []
-    if not see_all:
-        where.append(f"EXISTS (SELECT 1 FROM project_members m WHERE m.project_id = t.project_id AND m.user_id = {args.add(viewer_id)})")
+    if not see_all and filters.project_id is not None:
+        # One project: check membership once instead of once per row.
+        member = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM project_members WHERE project_id = $1 AND user_id = $2)",
+            filters.project_id, viewer_id,
+        )
+        if not member:
+            return [], 0
+    elif not see_all:
+        where.append(f"t.project_id IN (SELECT m.project_id FROM project_members m WHERE m.user_id = {args.add(viewer_id)})")
     if filters.project_id is not None:
         where.append(f"t.project_id = {args.add(filters.project_id)}")
     if filters.assignee_id is not None:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,9 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["database"] = "given (--database-url)" if self.database_url else "embedded PostgreSQL (pgserver)"
-        doc.pop("database_url")
-        doc["server_log_level"] = self.server_log_level or "collab default (INFO, access log on)"
-        return doc
+        from loadtest.common import public_params
+
+        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,13 +30,12 @@ Phases (``--phases``):
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,14 +43,14 @@ from typing import Any
 import httpx
 
 from loadtest import report, tasks_lua
-from loadtest.cpu import CpuWindow
-from loadtest.foundation import PASSWORD, Placement, plan_placement
-from loadtest.machine import describe_machine, describe_software, load_average
+from loadtest.common import prepare_run
+from loadtest.foundation import PASSWORD, Placement
+from loadtest.machine import describe_software, load_average
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
 from loadtest.tasks_bench import Bench, mean_of
 from loadtest.tasks_data import Dataset, make_dataset, make_users, writer_projects
 from loadtest.tasks_users import measure_users
-from loadtest.wrk import WrkFailed, WrkMissing, require_wrk
+from loadtest.wrk import WrkFailed
 
 SCENARIO = "tasks"
 TITLE = "Projects and tasks"
@@ -94,11 +93,9 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["database"] = "given (--database-url)" if self.database_url else "embedded PostgreSQL (pgserver)"
-        doc.pop("database_url")
-        doc["server_log_level"] = self.server_log_level or "collab default (INFO, access log on)"
-        return doc
+        from loadtest.common import public_params
+
+        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,19 +272,10 @@ def _start_server(opts: Options, workdir: Path, place: Placement, tag: str) -> t
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
-    try:
-        require_wrk()
-    except WrkMissing as exc:
-        print(f"loadtest: {exc}", file=sys.stderr)
+    prepared = prepare_run()
+    if prepared is None:
         return 2
-    place = plan_placement()
-    machine = describe_machine()
-    if place.load is not None:
-        os.sched_setaffinity(0, place.load)
-    background = CpuWindow([])
-    background.start()
-    time.sleep(1.0)
-    machine["background_busy_pct"] = background.stop()["core_busy_pct"]
+    place, machine = prepared
     result: dict[str, Any] = {
         "scenario": SCENARIO, "format": 1, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "software": describe_software(), "placement": place.description.replace(

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,13 @@ from typing import Any
 import httpx
 
 from loadtest import report
+from loadtest.common import prepare_run
 from loadtest.cpu import CpuWindow
-from loadtest.foundation import PASSWORD, Placement, bearer, login, plan_placement
-from loadtest.machine import describe_machine, describe_software, load_average
+from loadtest.foundation import PASSWORD, Placement, bearer, login
+from loadtest.machine import describe_software, load_average
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
 from loadtest.stats import percentile
-from loadtest.wrk import WrkFailed, WrkMissing, require_wrk, run_wrk, write_script
+from loadtest.wrk import WrkFailed, run_wrk, write_script
 from loadtest.ws_profile import finish_profile, start_profile
 from loadtest.ws_setup import SUBSCRIBER_USERS, Project, Users, make_projects, make_users
 from loadtest.ws_worker import WorkerFailed, WorkerProcess
@@ -107,11 +108,9 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["database"] = "given (--database-url)" if self.database_url else "embedded PostgreSQL (pgserver)"
-        doc.pop("database_url")
-        doc["server_log_level"] = self.server_log_level or "collab default (INFO)"
-        return doc
+        from loadtest.common import public_params
+
+        return public_params(self, "collab default (INFO)")
 
 
 def _ints(text: str, name: str, lo: int, hi: int) -> tuple[int, ...]:
@@ -616,27 +615,18 @@ def _print_header(result: dict[str, Any]) -> None:
     say(f"          trio-websocket {s.get('trio_websocket')}; {s['wrk']}; embedded {s['embedded_postgres']}; "
         f"commit {s['checkout']['commit']} ({s['checkout']['uncommitted_server_files']} server files uncommitted)")
     say(f"pinning : {result['placement']}")
-    say(f"server  : " + ", ".join(f"COLLAB_{k.upper()}={v}" for k, v in SERVER_SETTINGS.items()))
+    say("server  : " + ", ".join(f"COLLAB_{k.upper()}={v}" for k, v in SERVER_SETTINGS.items()))
     say(f"fds     : RLIMIT_NOFILE {result['nofile']}")
     say("params  : " + ", ".join(f"{k}={v}" for k, v in p.items()))
 
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
-    try:
-        require_wrk()
-    except WrkMissing as exc:
-        print(f"loadtest: {exc}", file=sys.stderr)
+    prepared = prepare_run()
+    if prepared is None:
         return 2
+    place, machine = prepared
     nofile = _raise_nofile()
-    place = plan_placement()
-    machine = describe_machine()
-    if place.load is not None:
-        os.sched_setaffinity(0, place.load)
-    background = CpuWindow([])
-    background.start()
-    time.sleep(1.0)
-    machine["background_busy_pct"] = background.stop()["core_busy_pct"]
     software = describe_software()
     try:
         from importlib import metadata

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 

@@ -170,7 +170,7 @@ BAD_FRAMES: list[tuple[str, str, str | None]] = [
     ("no type", '{"id": "no-type"}', "no-type"),
     ("unknown type", '{"type": "shout", "id": "shout-1"}', "shout-1"),
     ("type of the wrong type", '{"type": 7, "id": "t7"}', "t7"),
-    ("wrong field type", f'{{"type": "subscribe", "id": "wt-1", "project_id": 123}}', "wt-1"),
+    ("wrong field type", '{"type": "subscribe", "id": "wt-1", "project_id": 123}', "wt-1"),
     ("not a uuid", '{"type": "subscribe", "id": "wt-2", "project_id": "nope"}', "wt-2"),
     ("negative since", f'{{"type": "subscribe", "id": "wt-3", "project_id": "{PROJECT}", "since": -1}}', "wt-3"),
     ("missing field", '{"type": "subscribe", "id": "mf-1"}', "mf-1"),

@@ -8,7 +8,6 @@ to the pool, and leave ``pool.close()`` able to finish.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator

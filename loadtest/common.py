@@ -1,0 +1,42 @@
+"""Pieces every scenario shares: how parameters are shown, and the run preamble."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from loadtest.cpu import CpuWindow
+from loadtest.foundation import Placement, plan_placement
+from loadtest.machine import describe_machine
+from loadtest.wrk import WrkMissing, require_wrk
+
+
+def public_params(options: Any, default_log_level: str) -> dict[str, Any]:
+    """A scenario's options as printed and recorded: no database URL (it may hold a password)."""
+    doc = asdict(options)
+    doc["database"] = "given (--database-url)" if options.database_url else "embedded PostgreSQL (pgserver)"
+    doc.pop("database_url")
+    doc["server_log_level"] = options.server_log_level or default_log_level
+    return doc
+
+
+def prepare_run() -> tuple[Placement, dict[str, Any]] | None:
+    """Check for wrk, pin this process to the load core, describe the machine
+    (with how busy it was just before). None (after printing why) when wrk is missing."""
+    try:
+        require_wrk()
+    except WrkMissing as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return None
+    place = plan_placement()
+    machine = describe_machine()
+    if place.load is not None:
+        os.sched_setaffinity(0, place.load)
+    background = CpuWindow([])
+    background.start()
+    time.sleep(1.0)
+    machine["background_busy_pct"] = background.stop()["core_busy_pct"]
+    return place, machine

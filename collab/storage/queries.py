@@ -34,6 +34,9 @@ TASK_SORTS = {
 }
 
 
+NULLABLE_SORTS = frozenset({"due_date"})
+
+
 @dataclass(frozen=True)
 class TaskFilter:
     project_id: uuid.UUID | None = None
@@ -129,9 +132,12 @@ def _order_by(sort: str, rank: str | None) -> str:
             return f"{rank} DESC, t.created_at DESC, t.id"
         sort = "-created_at"
     descending = sort.startswith("-")
-    column = TASK_SORTS[sort.lstrip("-")]
-    direction = "DESC NULLS LAST" if descending else "ASC NULLS LAST"
-    return f"{column} {direction}, t.id"
+    name = sort.lstrip("-")
+    column = TASK_SORTS[name]
+    # Only due_date can be NULL; for the others a plain ASC/DESC matches the
+    # indexes' order (created_at DESC, id), so a page needs no sort.
+    nulls = " NULLS LAST" if name in NULLABLE_SORTS else ""
+    return f"{column} {'DESC' if descending else 'ASC'}{nulls}, t.id"
 
 
 async def list_projects(

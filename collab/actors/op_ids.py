@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 
-from collab.storage import projects as store
+from collab.storage import changelog
 from collab.storage.database import Database
 
 OpKey = tuple[uuid.UUID, str]  # (user id, client op id)
@@ -23,17 +23,17 @@ OpKey = tuple[uuid.UUID, str]  # (user id, client op id)
 class OpIds:
     def __init__(self, window: int) -> None:
         self._window = window
-        self._seen: OrderedDict[OpKey, store.AppliedOp] = OrderedDict()
+        self._seen: OrderedDict[OpKey, changelog.AppliedOp] = OrderedDict()
         self._complete = True  # every op id of the project is in memory
 
     async def load(self, db: Database, project_id: uuid.UUID) -> None:
-        applied, complete = await db.run(store.recent_op_ids, project_id, self._window, transaction=False)
+        applied, complete = await db.run(changelog.recent_op_ids, project_id, self._window, transaction=False)
         self._seen.clear()
         for op in applied:
             self._seen[(op.actor_id, op.client_op_id)] = op
         self._complete = complete
 
-    def get(self, key: OpKey) -> store.AppliedOp | None:
+    def get(self, key: OpKey) -> changelog.AppliedOp | None:
         return self._seen.get(key)
 
     async def look_up(self, db: Database, project_id: uuid.UUID, keys: list[OpKey]) -> None:
@@ -41,10 +41,10 @@ class OpIds:
         unknown = [k for k in keys if k not in self._seen]
         if self._complete or not unknown:
             return
-        for op in await db.run(store.find_op_ids, project_id, unknown, transaction=False):
+        for op in await db.run(changelog.find_op_ids, project_id, unknown, transaction=False):
             self._seen[(op.actor_id, op.client_op_id)] = op
 
-    def add(self, op: store.AppliedOp) -> None:
+    def add(self, op: changelog.AppliedOp) -> None:
         self._seen[(op.actor_id, op.client_op_id)] = op
         while len(self._seen) > self._window:
             self._seen.popitem(last=False)

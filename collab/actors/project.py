@@ -41,6 +41,7 @@ from collab.domain.results import result_view
 from collab.domain.rules import apply
 from collab.domain.users import Principal
 from collab.errors import CollabError, IdempotencyKeyReused, Unavailable
+from collab.storage import changelog
 from collab.storage import projects as store
 from collab.storage.database import Database
 
@@ -246,13 +247,13 @@ class ProjectActor:
         draft.commit()
         for record in records:
             if record.client_op_id and record.actor_id:
-                self.op_ids.add(store.AppliedOp(record.actor_id, record.client_op_id, record.event.seq, record.event.task_id))
+                self.op_ids.add(changelog.AppliedOp(record.actor_id, record.client_op_id, record.event.seq, record.event.task_id))
         for command, outcome in accepted:
             if command.client_op_id and not outcome.events:
                 # A no-op leaves no event to carry its id: remember it here so a resend
                 # stays a no-op (in memory only: a restart forgets it).
                 task_id = getattr(command.op, "task_id", None)
-                self.op_ids.add(store.AppliedOp(command.caller.user_id, command.client_op_id, outcome.seq, task_id))
+                self.op_ids.add(changelog.AppliedOp(command.caller.user_id, command.client_op_id, outcome.seq, task_id))
         for command, outcome in accepted:
             if isinstance(command.op, MemberAdd):
                 self.names[command.op.user_id] = command.op.username
@@ -270,7 +271,7 @@ class ProjectActor:
         if notes:
             self._notify(notes)
 
-    def _already_applied(self, draft: Draft, command: Command, applied: store.AppliedOp) -> Accepted:
+    def _already_applied(self, draft: Draft, command: Command, applied: changelog.AppliedOp) -> Accepted:
         """The ack for a resent op: its original seq, the target as it is now."""
         op = command.op
         if isinstance(op, TaskCreate) and applied.task_id is not None:

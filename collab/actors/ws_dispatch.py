@@ -26,7 +26,7 @@ from collab.domain.views import project_payload, task_view
 from collab.errors import Busy, CollabError, NotFound
 from collab.protocol import frames as wire
 from collab.protocol import server_frames as frames
-from collab.storage import projects as store
+from collab.storage import changelog
 from collab.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class FrameDispatcher:
             ))
             return
         try:
-            events = await self.db.run(store.events_since, project_id, since, seq - since, transaction=False)
+            events = await self.db.run(changelog.events_since, project_id, since, seq - since, transaction=False)
         except CollabError:
             self.hub.unsubscribe(self.session, project_id)
             raise

@@ -27,6 +27,7 @@ from collab.http.schemas import (
 )
 from collab.http.writes import etag, idempotency_for, if_match_version, not_modified, write
 from collab.domain.views import project_payload
+from collab.storage import changelog
 from collab.storage import projects as store
 from collab.storage.queries import list_projects
 from collab.http.openapi import api
@@ -192,7 +193,7 @@ async def changes(project_id: str) -> Response:
     pid = path_uuid(project_id, "project")
     actor = await readable_project(pid, principal)
     query = read_query(ChangesQuery)
-    events = await services().db.run(store.events_since, pid, query.since, query.limit, transaction=False)
+    events = await services().db.run(changelog.events_since, pid, query.since, query.limit, transaction=False)
     last = events[-1]["seq"] if events else query.since
     seq = actor.state.seq  # type: ignore[union-attr]
     return json_response({"data": events, "seq": seq, "next_since": last, "has_more": last < seq})

@@ -9,9 +9,18 @@ from dataclasses import asdict
 from typing import Any
 
 from loadtest.cpu import CpuWindow
-from loadtest.foundation import Placement, plan_placement
 from loadtest.machine import describe_machine
 from loadtest.wrk import WrkMissing, require_wrk
+
+
+def add_common_arguments(parser: Any) -> None:
+    """The options every scenario takes: where the database is, logging, start-up, output."""
+    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one (the run adds its data to it)")
+    parser.add_argument("--server-log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="COLLAB_LOG_LEVEL for the server (default: collab's own, INFO, which logs every request)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds a server may take to be healthy")
+    parser.add_argument("--no-docs", action="store_true", help="write the JSON only; leave docs/benchmarks.md alone")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dirs, server logs and profiles")
 
 
 def public_params(options: Any, default_log_level: str) -> dict[str, Any]:
@@ -23,9 +32,11 @@ def public_params(options: Any, default_log_level: str) -> dict[str, Any]:
     return doc
 
 
-def prepare_run() -> tuple[Placement, dict[str, Any]] | None:
+def prepare_run() -> tuple[Any, dict[str, Any]] | None:
     """Check for wrk, pin this process to the load core, describe the machine
     (with how busy it was just before). None (after printing why) when wrk is missing."""
+    from loadtest.foundation import plan_placement  # foundation imports this module
+
     try:
         require_wrk()
     except WrkMissing as exc:

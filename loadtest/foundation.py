@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from loadtest import report
+from loadtest.common import add_common_arguments, public_params
 from loadtest.cpu import CpuWindow
 from loadtest.foundation_login import measure_logins
 from loadtest.machine import describe_machine, describe_software, load_average
@@ -69,8 +70,6 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        from loadtest.common import public_params
-
         return public_params(self, "collab default (INFO, access log on)")
 
 
@@ -83,14 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", default="1,50", help="comma-separated wrk connection counts (default 1,50)")
     parser.add_argument("--login-users", type=int, default=20, help="concurrent logins per round (default 20)")
     parser.add_argument("--login-rounds", type=int, help="login rounds (default 5; 1 with --quick)")
-    parser.add_argument("--database-url", help="use this PostgreSQL for throughput and login instead of an embedded one "
-                                               "(startup always measures the embedded database)")
-    parser.add_argument("--server-log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="COLLAB_LOG_LEVEL for the servers (default: collab's own, INFO, which logs every request)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds a server may take to be healthy")
-    parser.add_argument("--no-docs", action="store_true", help="write the JSON only; leave docs/benchmarks.md alone")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dirs and server logs")
+    add_common_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

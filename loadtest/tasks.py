@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from loadtest import report, tasks_lua
-from loadtest.common import prepare_run
+from loadtest.common import add_common_arguments, prepare_run, public_params
 from loadtest.foundation import PASSWORD, Placement
 from loadtest.machine import describe_software, load_average
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
@@ -93,8 +93,6 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        from loadtest.common import public_params
-
         return public_params(self, "collab default (INFO, access log on)")
 
 
@@ -114,13 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--page-sizes", default="10,20,50,100", help="page sizes of the seed's listing runs")
     parser.add_argument("--users", help="concurrent-user levels (default 10,25,50,100; 10,25 with --quick)")
     parser.add_argument("--user-duration", type=float, help="seconds per concurrent-user level (default 10; 2 with --quick)")
-    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one (the run adds its data to it)")
-    parser.add_argument("--server-log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="COLLAB_LOG_LEVEL for the server (default: collab's own, INFO, which logs every request)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds the server may take to be healthy")
-    parser.add_argument("--no-docs", action="store_true", help="write the JSON only; leave docs/benchmarks.md alone")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir and server log")
+    add_common_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import prepare_run
+from loadtest.common import add_common_arguments, prepare_run, public_params
 from loadtest.cpu import CpuWindow
 from loadtest.foundation import PASSWORD, Placement, bearer, login
 from loadtest.machine import describe_software, load_average
@@ -108,8 +108,6 @@ class Options:
     keep_data: bool
 
     def public(self) -> dict[str, Any]:
-        from loadtest.common import public_params
-
         return public_params(self, "collab default (INFO)")
 
 
@@ -145,12 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-sockets", type=int, help="sockets of idle (default 2000; 200 with --quick)")
     parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for late answers and deliveries (5)")
     parser.add_argument("--baseline", type=float, help="seconds of the wrk ping baseline per server (default 3; 1 with --quick)")
-    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one (the run adds its data to it)")
-    parser.add_argument("--server-log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="COLLAB_LOG_LEVEL for the server (default: collab's own, INFO)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds the server may take to be healthy")
-    parser.add_argument("--no-docs", action="store_true", help="write the JSON only; leave docs/benchmarks.md alone")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dirs, logs and profiles")
+    add_common_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

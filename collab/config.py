@@ -77,6 +77,9 @@ class Settings:
     actor_max_batch: int = 64
     actor_ask_timeout_s: float = 10 * SECONDS
     actor_idle_timeout_s: float = 5 * MINUTES
+    login_per_ip_per_minute: int = 30
+    login_per_account_per_minute: int = 10
+    register_per_ip_per_hour: int = 30
     ws_allowed_origins: tuple[str, ...] = ()
     ws_max_message_bytes: int = 64 * KIB
     ws_messages_per_s: float = 50.0
@@ -222,6 +225,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "actor_max_batch": _int(1, 10_000),
     "actor_ask_timeout_s": _float(0.1, 600),
     "actor_idle_timeout_s": _float(0.1, 24 * 3600),
+    "login_per_ip_per_minute": _int(1, 1_000_000),
+    "login_per_account_per_minute": _int(1, 1_000_000),
+    "register_per_ip_per_hour": _int(1, 1_000_000),
     "ws_allowed_origins": _origins,
     "ws_max_message_bytes": _int(1 * KIB, 16 * MIB),
     "ws_messages_per_s": _float(0.1, 100_000),

@@ -31,6 +31,7 @@ from collab.auth.principals import PrincipalCache
 from collab.auth.service import AuthService
 from collab.auth.tokens import TokenCodec
 from collab.bus.redis_link import open_redis
+from collab.ratelimit import Limiter, RedisLimiter
 from collab.config import Settings
 from collab.http.app import create_app
 from collab.http.context import AppServices
@@ -76,9 +77,11 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_storage(settings))
         cache_ping: Callable[[], Awaitable[bool]] | None = None
+        limiter = Limiter(None)
         if settings.redis_url:
             redis = await stack.enter_async_context(open_redis(settings.redis_url))
             cache_ping = redis.ping
+            limiter = Limiter(RedisLimiter(redis))
             log.info("redis: %s", redis.label)
         else:
             log.info("redis: not configured; rate limits and fan-out stay in this process")
@@ -105,7 +108,9 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             ask_timeout_s=settings.actor_ask_timeout_s, commit_timeout_s=settings.db_statement_timeout_s,
             idle_timeout_s=settings.actor_idle_timeout_s,
         ), publish=hub.publish, keep_alive=hub.is_watched, notify=hub.push_notifications))
-        yield AppServices(settings=settings, db=db, auth=auth, registry=registry, hub=hub, cache_ping=cache_ping)
+        yield AppServices(
+            settings=settings, db=db, auth=auth, registry=registry, hub=hub, cache_ping=cache_ping, limiter=limiter,
+        )
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

@@ -50,10 +50,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The load generator signs up and logs in many users from one address:
+#: the per-IP and per-account login/registration limits are lifted for it.
+LOAD_GENERATOR_LIMITS = {
+    "login_per_ip_per_minute": "1000000",
+    "login_per_account_per_minute": "1000000",
+    "register_per_ip_per_hour": "1000000",
+}
+
+
 def collab_env(settings: Mapping[str, str]) -> dict[str, str]:
     """The caller's environment without ``COLLAB_*``, plus ``settings`` (names without the prefix)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update({f"COLLAB_{name.upper()}": value for name, value in settings.items()})
+    env.update({f"COLLAB_{name.upper()}": value for name, value in {**LOAD_GENERATOR_LIMITS, **settings}.items()})
     return env
 
 

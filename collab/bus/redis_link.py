@@ -7,7 +7,7 @@ limiter build on it. The URL is never logged with its password.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
 import trio
@@ -20,6 +20,14 @@ class RedisLink:
     def __init__(self, client: aioredis.Redis, label: str) -> None:
         self._client = client
         self.label = label
+        self._scripts: dict[str, Any] = {}
+
+    async def eval_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script atomically (EVALSHA, loading it on first use)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client.register_script(source)
+        return await trio_asyncio.aio_as_trio(script)(keys=keys, args=args)
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         with trio.move_on_after(timeout_s):

@@ -29,6 +29,7 @@ from collab.domain.users import Principal
 from collab.errors import Unauthenticated
 from collab.logs import request_id_var
 from collab.loop_monitor import LoopMonitor
+from collab.ratelimit import Limiter
 from collab.storage.database import Database
 
 access_log = logging.getLogger("collab.access")
@@ -55,6 +56,7 @@ class AppServices:
     registry: ActorRegistry
     hub: Hub
     cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
+    limiter: Limiter = field(default_factory=lambda: Limiter(None))
     loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
     started_at: float = field(default_factory=time.time)
 

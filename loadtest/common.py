@@ -6,11 +6,37 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from loadtest.cpu import CpuWindow
 from loadtest.machine import describe_machine
 from loadtest.wrk import WrkMissing, require_wrk
+
+
+def picker(args: Any) -> Callable[[Any, Any, Any], Any]:
+    """``pick(value, normal, quick)``: the flag's value, else the default for the run's mode."""
+    def pick(value: Any, normal: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if args.quick else normal)
+    return pick
+
+
+def subset(text: str, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    """A comma-separated choice of ``allowed`` names (exit with a message otherwise)."""
+    chosen = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not chosen or set(chosen) - set(allowed):
+        raise SystemExit(f"loadtest: {flag} takes a subset of {','.join(allowed)}")
+    return chosen
+
+
+def whole_numbers(text: str, flag: str, lo: int, hi: int) -> tuple[int, ...]:
+    """Comma-separated whole numbers, each within [lo, hi] (exit with a message otherwise)."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"loadtest: {flag} takes comma-separated whole numbers") from None
+    if not values or not all(lo <= v <= hi for v in values):
+        raise SystemExit(f"loadtest: each {flag} value must be between {lo} and {hi}")
+    return values
 
 
 def add_common_arguments(parser: Any) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, public_params
+from loadtest.common import add_common_arguments, picker, public_params, subset, whole_numbers
 from loadtest.cpu import CpuWindow
 from loadtest.foundation_login import measure_logins
 from loadtest.machine import describe_machine, describe_software, load_average
@@ -87,17 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    def pick(value: Any, normal: Any, quick: Any) -> Any:
-        return value if value is not None else (quick if args.quick else normal)
-
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-    unknown = set(phases) - set(PHASES)
-    if unknown or not phases:
-        raise SystemExit(f"loadtest: unknown phase(s) {', '.join(sorted(unknown)) or '(none given)'}; use {','.join(PHASES)}")
-    try:
-        connections = tuple(int(c) for c in args.connections.split(","))
-    except ValueError:
-        raise SystemExit("loadtest: --connections takes whole numbers, e.g. 1,50") from None
+    pick = picker(args)
+    phases = subset(args.phases, PHASES, "--phases")
+    connections = whole_numbers(args.connections, "--connections", 1, 10_000)
     opts = Options(
         phases=phases, repetitions=pick(args.repetitions, 3, 1), duration_s=pick(args.duration, 10.0, 3.0),
         warmup_s=pick(args.warmup, 2.0, 1.0), connections=connections, login_users=args.login_users,

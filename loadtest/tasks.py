@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from loadtest import report, tasks_lua
-from loadtest.common import add_common_arguments, prepare_run, public_params
+from loadtest.common import add_common_arguments, picker, prepare_run, public_params, subset, whole_numbers
 from loadtest.foundation import PASSWORD, Placement
 from loadtest.machine import describe_software, load_average
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
@@ -61,13 +61,7 @@ REQUEST_TIMEOUT_S = 60.0
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise SystemExit(f"loadtest: {name} takes comma-separated whole numbers") from None
-    if not values or not all(1 <= v <= 1000 for v in values):
-        raise SystemExit(f"loadtest: each {name} value must be between 1 and 1000")
-    return values
+    return whole_numbers(text, name, 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -117,12 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    def pick(value: Any, normal: Any, quick: Any) -> Any:
-        return value if value is not None else (quick if args.quick else normal)
-
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-    if not phases or set(phases) - set(PHASES):
-        raise SystemExit(f"loadtest: --phases takes a subset of {','.join(PHASES)}")
+    pick = picker(args)
+    phases = subset(args.phases, PHASES, "--phases")
     opts = Options(
         phases=phases, duration_s=pick(args.duration, 10.0, 2.0), warmup_s=pick(args.warmup, 2.0, 1.0),
         rounds=pick(args.rounds, 2, 1), tasks=pick(args.tasks, 10_000, 1_000), seed_concurrency=args.seed_concurrency,

@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, prepare_run, public_params
+from loadtest.common import add_common_arguments, picker, prepare_run, public_params, subset, whole_numbers
 from loadtest.cpu import CpuWindow
 from loadtest.foundation import PASSWORD, Placement, bearer, login
 from loadtest.machine import describe_software, load_average
@@ -111,16 +111,6 @@ class Options:
         return public_params(self, "collab default (INFO)")
 
 
-def _ints(text: str, name: str, lo: int, hi: int) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise SystemExit(f"loadtest: {name} takes comma-separated whole numbers") from None
-    if not values or not all(lo <= v <= hi for v in values):
-        raise SystemExit(f"loadtest: each {name} value must be between {lo} and {hi}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke-check the tool: levels 10,100, 3 s runs, 20 projects, 200 idle sockets; "
@@ -147,18 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    def pick(value: Any, normal: Any, quick: Any) -> Any:
-        return value if value is not None else (quick if args.quick else normal)
-
-    scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    if not scenarios or set(scenarios) - set(SUBSCENARIOS):
-        raise SystemExit(f"loadtest: --scenarios takes a subset of {','.join(SUBSCENARIOS)}")
+    pick = picker(args)
+    scenarios = subset(args.scenarios, SUBSCENARIOS, "--scenarios")
     opts = Options(
         scenarios=scenarios,
-        fanout_levels=_ints(pick(args.fanout_levels, "10,100,500", "10,100"), "--fanout-levels", 1, 2000),
+        fanout_levels=whole_numbers(pick(args.fanout_levels, "10,100,500", "10,100"), "--fanout-levels", 1, 2000),
         fanout_rate=args.fanout_rate, fanout_duration_s=pick(args.fanout_duration, 10.0, 3.0),
         profile=not args.no_profile,
-        throughput_inflight=_ints(args.throughput_inflight, "--throughput-inflight", 1, 256),
+        throughput_inflight=whole_numbers(args.throughput_inflight, "--throughput-inflight", 1, 256),
         throughput_subscribers=args.throughput_subscribers,
         throughput_duration_s=pick(args.throughput_duration, 10.0, 3.0),
         many_projects=pick(args.many_projects, 200, 20), many_subscribers=args.many_subscribers,

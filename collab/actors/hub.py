@@ -76,9 +76,6 @@ class Hub:
         session.subscriptions.pop(project_id, None)
         self._leave_presence(session, project_id)
 
-    def subscriber_count(self, project_id: uuid.UUID) -> int:
-        return len(self._subscribers.get(project_id, ()))
-
     def is_watched(self, project_id: uuid.UUID) -> bool:
         return bool(self._subscribers.get(project_id))
 
@@ -168,6 +165,7 @@ class Hub:
             "subscriptions": sum(len(s) for s in self._subscribers.values()),
             "events_published": self.events_published,
             "frames_enqueued": self.frames_enqueued,
+            "flushes": self.clock.ticks,
         }
 
 

@@ -1,8 +1,8 @@
 """ProjectActor: the one task that owns a project's state and writes it.
 
 Every change to a project, from REST or WebSocket, is a :class:`Command` in
-this actor's bounded inbox. The actor takes up to ``max_batch`` queued
-commands at a time, applies them in order to a :class:`Draft` with the pure
+this actor's bounded inbox. Its supervisor (registry.py) hands it up to
+``max_batch`` queued commands at a time; :meth:`ProjectActor.process` applies them in order to a :class:`Draft` with the pure
 rules of :mod:`collab.domain.rules`, writes the batch's events and rows in ONE
 transaction with the seq fence (group commit), and only then folds the draft
 into its state, replies to each caller and hands the events to ``publish``.
@@ -113,13 +113,12 @@ class ProjectNotFound(Exception):
 
 class ProjectActor:
     def __init__(
-        self, project_id: uuid.UUID, db: Database, *, max_batch: int, commit_timeout_s: float,
+        self, project_id: uuid.UUID, db: Database, *, commit_timeout_s: float,
         publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 10_000,
     ) -> None:
         self._notify = notify or (lambda notes: None)
         self.project_id = project_id
         self._db = db
-        self._max_batch = max_batch
         self._commit_timeout_s = commit_timeout_s
         self._publish = publish
         self.state: ProjectState | None = None

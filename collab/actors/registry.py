@@ -194,8 +194,7 @@ class ActorRegistry:
 
     def _new_actor(self, project_id: uuid.UUID) -> ProjectActor:
         return ProjectActor(
-            project_id, self._db, max_batch=self._options.max_batch,
-            commit_timeout_s=self._options.commit_timeout_s, publish=self._publish, notify=self._notify,
+            project_id, self._db, commit_timeout_s=self._options.commit_timeout_s, publish=self._publish, notify=self._notify,
         )
 
     def _forget(self, slot: _Slot) -> None:

@@ -83,8 +83,6 @@ class WsSession:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = trio.Event()  # set once the close frame is sent (or the socket is gone)
-        self.frames_sent = 0
-        self.messages_sent = 0
 
     # --- feeding the outbox (synchronous, never blocks) ---------------------------
 
@@ -201,8 +199,6 @@ class WsSession:
                         batch.append(entry.text)
                     with trio.fail_after(limits.send_timeout_s):
                         await self._send({"type": "websocket.send", "text": frames.join(batch)})
-                    self.frames_sent += len(batch)
-                    self.messages_sent += 1
                     del batch, entry  # an idle socket must not keep its last message (often a snapshot)
                 if self.close_code is not None:
                     with trio.move_on_after(limits.send_timeout_s):

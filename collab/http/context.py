@@ -71,7 +71,7 @@ def client_info() -> ClientInfo:
 
 
 def client_ip() -> str | None:
-    """The peer address of the connection (trusted proxies come with rate limiting)."""
+    """The peer address of the connection. (X-Forwarded-For from trusted proxies is not read yet.)"""
     addr = request.remote_addr
     return addr or None
 

@@ -72,7 +72,7 @@ async def set_roles(user_id: str) -> Response:
 @blueprint.get("/metrics")
 @api(tag="admin", ok=AdminMetrics, errors=(403,))
 async def metrics() -> Response:
-    """System figures as JSON: uptime, event-loop stalls, database pool, project actors."""
+    """System figures as JSON: uptime, event-loop stalls, database pool, project actors, WebSockets."""
     await require_admin()
     svc = services()
     return json_response({
@@ -80,6 +80,7 @@ async def metrics() -> Response:
         "event_loop": svc.loop_monitor.snapshot(),
         "database_pool": svc.db.pool_stats(),
         "actors": svc.registry.figures(),
+        "websockets": svc.hub.figures(),
     })
 
 

@@ -204,6 +204,7 @@ class AdminMetrics(Out):
     event_loop: LoopStats
     database_pool: dict[str, int]
     actors: dict[str, Any]
+    websockets: dict[str, int]
 
 
 class Reset(Out):

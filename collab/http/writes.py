@@ -54,7 +54,7 @@ def not_modified(version: int) -> bool:
     )
 
 
-async def _idempotency(principal: Principal, success_status: int) -> Idempotency | Response | None:
+async def idempotency_for(principal: Principal, success_status: int) -> Idempotency | Response | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -85,7 +85,7 @@ async def write(
 ) -> Response:
     """Run one op through the project's actor and answer after commit."""
     principal = await current_principal()
-    idempotency = await _idempotency(principal, success_status)
+    idempotency = await idempotency_for(principal, success_status)
     if isinstance(idempotency, Response):
         return idempotency
     op = make_op(principal)
@@ -112,6 +112,3 @@ def _version_of(result: Any) -> int | None:
         value = result.get("version", result.get("seq"))
         return value if isinstance(value, int) else None
     return None
-
-
-idempotency_for = _idempotency

@@ -14,7 +14,10 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator
+from typing import Any, Generic, Iterable, Iterator, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class TaskStatus(str, enum.Enum):
@@ -106,6 +109,33 @@ class Task:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment on a task. ``content`` is Markdown kept as text (never rendered here)."""
+
+    id: uuid.UUID
+    task_id: uuid.UUID
+    user_id: uuid.UUID
+    content: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to a task: metadata only; the bytes live in a blob store under ``storage_key``."""
+
+    id: uuid.UUID
+    task_id: uuid.UUID
+    filename: str
+    file_size: int
+    mime_type: str
+    content_hash: str
+    storage_key: str
+    uploaded_by: uuid.UUID
+    uploaded_at: datetime
+
+
 #: Task fields a client may set directly (task.create / task.update).
 TASK_EDITABLE = ("title", "description", "priority", "due_date", "estimated_hours", "actual_hours", "tags", "status", "assignee_id")
 #: Project fields a client may set (project.update).
@@ -122,7 +152,53 @@ class ProjectState:
     seq: int
     members: dict[uuid.UUID, Member] = field(default_factory=dict)
     tasks: dict[uuid.UUID, Task] = field(default_factory=dict)
+    comments: dict[uuid.UUID, Comment] = field(default_factory=dict)
+    attachments: dict[uuid.UUID, Attachment] = field(default_factory=dict)
     deleted: bool = False
+
+    def drop_task_notes(self, task_id: uuid.UUID) -> None:
+        """Forget a deleted task's comments and attachments (PostgreSQL cascades the rows)."""
+        for notes in (self.comments, self.attachments):
+            for note_id in [k for k, v in notes.items() if v.task_id == task_id]:
+                del notes[note_id]
+
+
+class Layer(Generic[K, V]):
+    """Uncommitted puts and drops over a committed dict (a draft's view of one collection)."""
+
+    def __init__(self, committed: dict[K, V]) -> None:
+        self._committed = committed
+        self._changes: dict[K, V | object] = {}
+
+    def get(self, key: K) -> V | None:
+        found = self._changes.get(key, None)
+        if found is _DELETED:
+            return None
+        return found if found is not None else self._committed.get(key)  # type: ignore[return-value]
+
+    def values(self) -> Iterator[V]:
+        changes = self._changes
+        for key, value in self._committed.items():
+            if key not in changes:
+                yield value
+        for changed in changes.values():
+            if changed is not _DELETED:
+                yield changed  # type: ignore[misc]
+
+    def put(self, key: K, value: V) -> None:
+        self._changes[key] = value
+
+    def drop(self, key: K) -> None:
+        self._changes[key] = _DELETED
+
+    def fold(self) -> None:
+        """Apply the changes to the committed dict and forget them."""
+        for key, value in self._changes.items():
+            if value is _DELETED:
+                self._committed.pop(key, None)
+            else:
+                self._committed[key] = value  # type: ignore[assignment]
+        self._changes.clear()
 
 
 class Draft:
@@ -135,6 +211,8 @@ class Draft:
         self.deleted = state.deleted
         self._members: dict[uuid.UUID, Member | object] = {}
         self._tasks: dict[uuid.UUID, Task | object] = {}
+        self.comments: Layer[uuid.UUID, Comment] = Layer(state.comments)
+        self.attachments: Layer[uuid.UUID, Attachment] = Layer(state.attachments)
 
     @property
     def project_id(self) -> uuid.UUID:
@@ -169,6 +247,12 @@ class Draft:
         for t in overlay.values():
             if t is not _DELETED:
                 yield t  # type: ignore[misc]
+
+    def comments_of(self, task_id: uuid.UUID) -> Iterator[Comment]:
+        return (c for c in self.comments.values() if c.task_id == task_id)
+
+    def attachments_of(self, task_id: uuid.UUID) -> Iterator[Attachment]:
+        return (a for a in self.attachments.values() if a.task_id == task_id)
 
     def last_position(self, status: TaskStatus, exclude: uuid.UUID | None = None) -> str | None:
         """The largest position in a column (one pass, no sort)."""
@@ -214,9 +298,12 @@ class Draft:
                 state.members.pop(user_id, None)
             else:
                 state.members[user_id] = m  # type: ignore[assignment]
+        self.comments.fold()
+        self.attachments.fold()
         for task_id, t in self._tasks.items():
             if t is _DELETED:
                 state.tasks.pop(task_id, None)
+                state.drop_task_notes(task_id)
             else:
                 state.tasks[task_id] = t  # type: ignore[assignment]
         self._members.clear()

@@ -8,9 +8,10 @@ the project are notified (a non-member learns nothing, not even that they
 were mentioned).
 
 Kinds: ``task_assigned`` (a task is assigned to you), ``task_completed`` (a
-task assigned to you is done), ``mentioned`` (``@username`` newly appears in a
-task description), ``added_to_project`` (you became a member). Comment
-notifications come with comments.
+task assigned to you is done), ``commented`` (a comment on a task you created
+or are assigned to), ``mentioned`` (``@username`` newly appears in a task
+description or a comment; a mention wins over ``commented`` for the same
+comment), ``added_to_project`` (you became a member).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
 
-from collab.domain.model import Draft, Task
+from collab.domain.model import Comment, Draft, Task
 from collab.domain.ops import Event
 
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{3,32})")
@@ -58,12 +59,13 @@ def _clip(text: str) -> str:
 
 def notifications_for(
     draft: Draft, events: Sequence[Event], before: dict[uuid.UUID, Task | None], actor_id: uuid.UUID,
-    actor_name: str, now: datetime,
+    actor_name: str, now: datetime, previous_comment: Comment | None = None,
 ) -> list[Notification]:
     """The notifications caused by one command's events.
 
     ``before`` maps each touched task id to the task as it was before the
-    command (None when it was created by it).
+    command (None when it was created by it); ``previous_comment`` is the
+    comment as it was before an edit (so only new mentions notify).
     """
     out: list[Notification] = []
     project = draft.project
@@ -77,7 +79,30 @@ def notifications_for(
         out.append(Notification(uuid.uuid4(), user_id, project.id, kind, _clip(title), message, entity_type,
                                 entity_id, now))
 
+    def mention(text: str | None, old_text: str | None, where: str, title: str, entity_id: uuid.UUID) -> None:
+        new_mentions = mentioned_usernames(text) - mentioned_usernames(old_text)
+        if not new_mentions:
+            return
+        by_name = {m.username.lower(): m.user_id for m in draft.members()}
+        for name in sorted(new_mentions):
+            notify(by_name.get(name), "mentioned", f"{actor_name} mentioned you in '{title}'",
+                   f"{actor_name} mentioned you in {where} of '{title}' in {project.name}.", "task", entity_id)
+
     for event in events:
+        if isinstance(event.after, Comment) and event.task_id is not None:
+            comment, task = event.after, draft.task(event.task_id)
+            if task is None:
+                continue
+            mention(comment.content, previous_comment.content if previous_comment else None, "a comment",
+                    task.title, task.id)
+            if event.kind == "comment.added":
+                mentioned = {n.user_id for n in out if n.type == "mentioned"}
+                for user_id in (task.created_by, task.assignee_id):
+                    if user_id not in mentioned:
+                        notify(user_id, "commented", f"{actor_name} commented on '{task.title}'",
+                               f"{actor_name} commented on the task '{task.title}' in {project.name}.",
+                               "task", task.id)
+            continue
         if event.kind == "member.added" and event.subject_id is not None:
             notify(event.subject_id, "added_to_project", f"You were added to {project.name}",
                    f"{actor_name} added you to the project {project.name}.", "project", project.id)
@@ -93,11 +118,5 @@ def notifications_for(
             notify(after.assignee_id, "task_completed", f"'{after.title}' was completed",
                    f"{actor_name} completed the task '{after.title}' assigned to you in {project.name}.",
                    "task", after.id)
-        new_mentions = mentioned_usernames(after.description) - mentioned_usernames(old.description if old else None)
-        if new_mentions:
-            by_name = {m.username.lower(): m.user_id for m in draft.members()}
-            for name in sorted(new_mentions):
-                notify(by_name.get(name), "mentioned", f"{actor_name} mentioned you in '{after.title}'",
-                       f"{actor_name} mentioned you in the description of '{after.title}' in {project.name}.",
-                       "task", after.id)
+        mention(after.description, old.description if old else None, "the description", after.title, after.id)
     return out

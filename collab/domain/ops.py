@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from collab.domain.model import Member, Project, ProjectRole, Task, TaskStatus
+from collab.domain.model import Attachment, Comment, Member, Project, ProjectRole, Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +112,52 @@ class TaskDelete:
     kind = "task.delete"
 
 
+@dataclass(frozen=True, slots=True)
+class CommentAdd:
+    task_id: uuid.UUID
+    comment_id: uuid.UUID
+    content: str
+    kind = "comment.add"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentEdit:
+    task_id: uuid.UUID
+    comment_id: uuid.UUID
+    content: str
+    kind = "comment.edit"
+
+
+@dataclass(frozen=True, slots=True)
+class CommentDelete:
+    task_id: uuid.UUID
+    comment_id: uuid.UUID
+    kind = "comment.delete"
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentAdd:
+    """Record an uploaded file (already in the blob store) on a task."""
+
+    attachment: Attachment
+    kind = "attachment.add"
+
+    @property
+    def task_id(self) -> uuid.UUID:
+        return self.attachment.task_id
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRemove:
+    task_id: uuid.UUID
+    attachment_id: uuid.UUID
+    kind = "attachment.remove"
+
+
 Op = Union[
     ProjectUpdate, ProjectDelete, MemberAdd, MemberUpdate, MemberRemove,
     TaskCreate, TaskUpdate, TaskMove, TaskAddTags, TaskRemoveTags, TaskAssign, TaskDelete,
+    CommentAdd, CommentEdit, CommentDelete, AttachmentAdd, AttachmentRemove,
 ]
 
 
@@ -124,5 +167,6 @@ class Event:
     kind: str                      # past tense: task.created, member.removed, ...
     task_id: uuid.UUID | None
     payload: dict[str, Any]
-    after: Task | Member | Project | None = None
-    subject_id: uuid.UUID | None = field(default=None)  # the member's user id for member events
+    after: Task | Member | Project | Comment | Attachment | None = None
+    # the member's user id for member events; the comment's or attachment's id for theirs
+    subject_id: uuid.UUID | None = field(default=None)

@@ -65,7 +65,9 @@ def require(caller: Principal, member: Member | None, action: Action) -> None:
 
 
 def may_delete_task(caller: Principal, member: Member | None, created_by: object) -> bool:
-    """The task's creator (while they may still write tasks), the project owner, or an admin (API.md)."""
+    """The task's creator (while they may still write tasks), the project owner, or an admin (API.md).
+
+    The same rule removes comments (their author) and attachments (their uploader)."""
     if caller.is_admin:
         return True
     if member is None or is_read_only(caller) or Action.WRITE_TASKS not in _PROJECT_ROLE_ACTIONS[member.role]:

@@ -6,8 +6,10 @@ import uuid
 from typing import Any
 
 from collab.domain.model import Draft
-from collab.domain.ops import MemberAdd, MemberUpdate, Op, ProjectUpdate
-from collab.domain.views import project_payload, task_view
+from collab.domain.ops import (
+    AttachmentAdd, AttachmentRemove, CommentAdd, CommentDelete, CommentEdit, MemberAdd, MemberUpdate, Op, ProjectUpdate,
+)
+from collab.domain.views import attachment_payload, comment_payload, project_payload, task_view
 
 
 def result_view(draft: Draft, op: Op, names: dict[uuid.UUID, str]) -> Any:
@@ -17,6 +19,22 @@ def result_view(draft: Draft, op: Op, names: dict[uuid.UUID, str]) -> Any:
     if isinstance(op, (MemberAdd, MemberUpdate)):
         member = draft.member(op.user_id)
         return member.view() if member else None
+    if isinstance(op, (CommentAdd, CommentEdit)):
+        comment = draft.comments.get(op.comment_id)
+        if comment is None:
+            return None
+        author = draft.member(comment.user_id)
+        return comment_payload(comment) | {"username": author.username if author else names.get(comment.user_id)}
+    if isinstance(op, AttachmentAdd):
+        attachment = draft.attachments.get(op.attachment.id)
+        if attachment is None:
+            return None
+        uploader = draft.member(attachment.uploaded_by)
+        return attachment_payload(attachment) | {
+            "uploaded_by_name": uploader.username if uploader else names.get(attachment.uploaded_by),
+        }
+    if isinstance(op, (CommentDelete, AttachmentRemove)):
+        return None
     task_id = getattr(op, "task_id", None)
     if task_id is not None:
         task = draft.task(task_id)

@@ -20,15 +20,16 @@ from typing import Any, Callable, Mapping
 
 from collab.domain import positions
 from collab.domain.model import (
-    PROJECT_EDITABLE, TASK_EDITABLE, Draft, Member, Priority, ProjectRole, ProjectStatus, Task, TaskStatus,
+    PROJECT_EDITABLE, TASK_EDITABLE, Comment, Draft, Member, Priority, ProjectRole, ProjectStatus, Task, TaskStatus,
 )
 from collab.domain.ops import (
-    Event, MemberAdd, MemberRemove, MemberUpdate, Op, ProjectDelete, ProjectUpdate, TaskAddTags, TaskAssign,
-    TaskCreate, TaskDelete, TaskMove, TaskRemoveTags, TaskUpdate,
+    AttachmentAdd, AttachmentRemove, CommentAdd, CommentDelete, CommentEdit, Event, MemberAdd, MemberRemove,
+    MemberUpdate, Op, ProjectDelete, ProjectUpdate, TaskAddTags, TaskAssign, TaskCreate, TaskDelete, TaskMove,
+    TaskRemoveTags, TaskUpdate,
 )
 from collab.domain.permissions import ROLE_RANK, Action, may_delete_task, require
 from collab.domain.users import Principal
-from collab.domain.views import member_payload, project_payload, task_payload
+from collab.domain.views import attachment_payload, comment_payload, member_payload, project_payload, task_payload
 from collab.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed
 
 MAX_TAGS = 20
@@ -38,6 +39,10 @@ MAX_TASK_DESCRIPTION_CHARS = 20_000
 MAX_PROJECT_NAME_CHARS = 200
 MAX_PROJECT_DESCRIPTION_CHARS = 10_000
 MAX_HOURS = 100_000
+MAX_COMMENT_CHARS = 10_000
+MAX_COMMENTS_PER_TASK = 5_000
+MAX_ATTACHMENTS_PER_TASK = 100
+MAX_MEMBERS_PER_PROJECT = 1_000
 
 
 def apply(draft: Draft, op: Op, caller: Principal, now: datetime) -> list[Event]:
@@ -235,7 +240,8 @@ def _project_update(draft: Draft, op: ProjectUpdate, caller: Principal, now: dat
 def _project_delete(draft: Draft, op: ProjectDelete, caller: Principal, now: datetime) -> list[Event]:
     require(caller, draft.member(caller.user_id), Action.DELETE_PROJECT)
     _check_version(draft.seq, op.if_version)
-    event = _next_event(draft, "project.deleted", None, {"project_id": str(draft.project_id)}, None)
+    payload = {"project_id": str(draft.project_id), "name": draft.project.name}
+    event = _next_event(draft, "project.deleted", None, payload, None)
     draft.deleted = True
     return [event]
 
@@ -261,6 +267,8 @@ def _member_add(draft: Draft, op: MemberAdd, caller: Principal, now: datetime) -
     _guard_member_change(draft, caller, None, op.role)
     if draft.member(op.user_id) is not None:
         raise Conflict("That user is already a member of this project")
+    if sum(1 for _ in draft.members()) >= MAX_MEMBERS_PER_PROJECT:
+        raise Conflict(f"A project has at most {MAX_MEMBERS_PER_PROJECT} members")
     member = Member(op.user_id, op.role, op.username, op.display_name, now)
     event = _next_event(draft, "member.added", None, {"member": member_payload(member)}, member, op.user_id)
     draft.put_member(member)
@@ -396,8 +404,87 @@ def _task_delete(draft: Draft, op: TaskDelete, caller: Principal, now: datetime)
     if not may_delete_task(caller, member, task.created_by):
         raise Forbidden("Only the task's creator, the project owner or an admin can delete it")
     _check_version(task.version, op.if_version)
-    event = _next_event(draft, "task.deleted", task.id, {"task_id": str(task.id)}, None)
+    event = _next_event(draft, "task.deleted", task.id, {"task_id": str(task.id), "title": task.title}, None)
     draft.drop_task(task.id)
+    return [event]
+
+
+# --- comments and attachments --------------------------------------------------------
+
+def _comment(draft: Draft, task_id: uuid.UUID, comment_id: uuid.UUID) -> Comment:
+    _task(draft, task_id)
+    comment = draft.comments.get(comment_id)
+    if comment is None or comment.task_id != task_id:
+        raise NotFound("No such comment")
+    return comment
+
+
+def _comment_add(draft: Draft, op: CommentAdd, caller: Principal, now: datetime) -> list[Event]:
+    require(caller, draft.member(caller.user_id), Action.WRITE_TASKS)
+    _task(draft, op.task_id)
+    if draft.comments.get(op.comment_id) is not None:
+        raise Conflict("A comment with that id exists")
+    if sum(1 for _ in draft.comments_of(op.task_id)) >= MAX_COMMENTS_PER_TASK:
+        raise Conflict(f"A task has at most {MAX_COMMENTS_PER_TASK} comments")
+    content = _text(op.content, "content", MAX_COMMENT_CHARS, required=True)
+    comment = Comment(op.comment_id, op.task_id, caller.user_id, content, now, now)  # type: ignore[arg-type]
+    event = _next_event(draft, "comment.added", op.task_id, {"comment": comment_payload(comment)}, comment, comment.id)
+    draft.comments.put(comment.id, comment)
+    return [event]
+
+
+def _comment_edit(draft: Draft, op: CommentEdit, caller: Principal, now: datetime) -> list[Event]:
+    require(caller, draft.member(caller.user_id), Action.WRITE_TASKS)
+    comment = _comment(draft, op.task_id, op.comment_id)
+    if comment.user_id != caller.user_id:
+        raise Forbidden("Only the author can edit a comment")
+    content = _text(op.content, "content", MAX_COMMENT_CHARS, required=True)
+    if content == comment.content:
+        return []
+    after = Comment(comment.id, comment.task_id, comment.user_id, content, comment.created_at, now)  # type: ignore[arg-type]
+    event = _next_event(draft, "comment.updated", op.task_id, {"comment": comment_payload(after)}, after, after.id)
+    draft.comments.put(after.id, after)
+    return [event]
+
+
+def _comment_delete(draft: Draft, op: CommentDelete, caller: Principal, now: datetime) -> list[Event]:
+    member = draft.member(caller.user_id)
+    require(caller, member, Action.READ)
+    comment = _comment(draft, op.task_id, op.comment_id)
+    if not may_delete_task(caller, member, comment.user_id):
+        raise Forbidden("Only the comment's author, the project owner or an admin can delete it")
+    payload = {"task_id": str(op.task_id), "comment_id": str(comment.id)}
+    event = _next_event(draft, "comment.deleted", op.task_id, payload, None, comment.id)
+    draft.comments.drop(comment.id)
+    return [event]
+
+
+def _attachment_add(draft: Draft, op: AttachmentAdd, caller: Principal, now: datetime) -> list[Event]:
+    require(caller, draft.member(caller.user_id), Action.WRITE_TASKS)
+    attachment = op.attachment
+    _task(draft, attachment.task_id)
+    if draft.attachments.get(attachment.id) is not None:
+        raise Conflict("An attachment with that id exists")
+    if sum(1 for _ in draft.attachments_of(attachment.task_id)) >= MAX_ATTACHMENTS_PER_TASK:
+        raise Conflict(f"A task has at most {MAX_ATTACHMENTS_PER_TASK} attachments")
+    payload = {"attachment": attachment_payload(attachment)}
+    event = _next_event(draft, "attachment.added", attachment.task_id, payload, attachment, attachment.id)
+    draft.attachments.put(attachment.id, attachment)
+    return [event]
+
+
+def _attachment_remove(draft: Draft, op: AttachmentRemove, caller: Principal, now: datetime) -> list[Event]:
+    member = draft.member(caller.user_id)
+    require(caller, member, Action.READ)
+    _task(draft, op.task_id)
+    attachment = draft.attachments.get(op.attachment_id)
+    if attachment is None or attachment.task_id != op.task_id:
+        raise NotFound("No such attachment")
+    if not may_delete_task(caller, member, attachment.uploaded_by):
+        raise Forbidden("Only the uploader, the project owner or an admin can delete an attachment")
+    payload = {"task_id": str(op.task_id), "attachment_id": str(attachment.id), "content_hash": attachment.content_hash}
+    event = _next_event(draft, "attachment.removed", op.task_id, payload, None, attachment.id)
+    draft.attachments.drop(attachment.id)
     return [event]
 
 
@@ -414,4 +501,9 @@ _HANDLERS: dict[type, Callable[..., list[Event]]] = {
     TaskRemoveTags: _task_remove_tags,
     TaskAssign: _task_assign,
     TaskDelete: _task_delete,
+    CommentAdd: _comment_add,
+    CommentEdit: _comment_edit,
+    CommentDelete: _comment_delete,
+    AttachmentAdd: _attachment_add,
+    AttachmentRemove: _attachment_remove,
 }

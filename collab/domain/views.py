@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Callable
 
-from collab.domain.model import Member, Project, Task
+from collab.domain.model import Attachment, Comment, Member, Project, Task
 
 
 def _iso(value: date | datetime | None) -> str | None:
@@ -70,3 +70,27 @@ def project_payload(project: Project) -> dict[str, Any]:
 
 def member_payload(member: Member) -> dict[str, Any]:
     return member.view()
+
+
+def comment_payload(comment: Comment) -> dict[str, Any]:
+    return {
+        "id": str(comment.id),
+        "task_id": str(comment.task_id),
+        "user_id": str(comment.user_id),
+        "content": comment.content,
+        "created_at": _iso(comment.created_at),
+        "updated_at": _iso(comment.updated_at),
+    }
+
+
+def attachment_payload(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": str(attachment.id),
+        "task_id": str(attachment.task_id),
+        "filename": attachment.filename,
+        "file_size": attachment.file_size,
+        "mime_type": attachment.mime_type,
+        "content_hash": attachment.content_hash,
+        "uploaded_by": str(attachment.uploaded_by),
+        "uploaded_at": _iso(attachment.uploaded_at),
+    }

@@ -567,7 +567,7 @@ def test_delete_allowed(world: World, draft: Draft, who: str) -> None:
     assert [e.kind for e in events] == ["task.deleted"]
     assert events[0].seq == draft.seq
     assert events[0].after is None
-    assert events[0].payload == {"task_id": str(task.id)}
+    assert events[0].payload == {"task_id": str(task.id), "title": task.title}
     assert draft.task(task.id) is None
     assert task.id not in {t.id for t in draft.tasks()}
     with pytest.raises(NotFound):

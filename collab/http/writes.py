@@ -54,13 +54,18 @@ def not_modified(version: int) -> bool:
     )
 
 
-async def idempotency_for(principal: Principal, success_status: int) -> Idempotency | Response | None:
+async def idempotency_for(
+    principal: Principal, success_status: int, request_digest: str | None = None,
+) -> Idempotency | Response | None:
+    """The key's stored response, or what to store with this write. ``request_digest``
+    stands for the body when the handler streamed it (uploads): the same key with
+    another file is then a different request."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not _KEY.match(key):
         raise ValidationFailed.single("Idempotency-Key", "Must be 1 to 255 visible ASCII characters", "header")
-    body = await request.get_data(cache=True)
+    body = request_digest.encode() if request_digest is not None else await request.get_data(cache=True)
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode() + body).hexdigest()
     stored = await services().db.run(store.find_idempotency, principal.user_id, key, transaction=False)
     if stored is None:
@@ -81,11 +86,11 @@ def _replayed(status: int, body: Any) -> Response:
 
 async def write(
     project_id: uuid.UUID, make_op: Callable[[Principal], Op], *, success_status: int = 200,
-    location: Callable[[Any], str] | None = None,
+    location: Callable[[Any], str] | None = None, request_digest: str | None = None,
 ) -> Response:
     """Run one op through the project's actor and answer after commit."""
     principal = await current_principal()
-    idempotency = await idempotency_for(principal, success_status)
+    idempotency = await idempotency_for(principal, success_status, request_digest)
     if isinstance(idempotency, Response):
         return idempotency
     op = make_op(principal)

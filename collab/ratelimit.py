@@ -12,7 +12,9 @@ with Redis' own clock. If Redis fails, :class:`Limiter` switches to the
 in-process limiter, logs it once, and tries Redis again after
 ``retry_redis_s``: login throttling is never switched off.
 
-Used for login and registration (checked before any password hashing).
+Used for login and registration (checked before any password hashing), for
+every REST request (per user, or per client address when anonymous: see
+:mod:`collab.http.middleware`) and for WebSocket messages (per user).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def gcra(tat: float | None, now: float, policy: Policy) -> tuple[Decision, float
         retry = tat - now - tolerance
         return Decision(False, 0, retry, tat - now), None
     new_tat = tat + interval
-    remaining = int((tolerance - (new_tat - now)) / interval) + 1
+    remaining = math.floor((tolerance - (new_tat - now)) / interval) + 1  # floor, as in the Lua script
     return Decision(True, max(0, remaining), 0.0, new_tat - now), new_tat
 
 
@@ -123,22 +125,36 @@ class RedisLimiter:
     async def hit(self, key: str, policy: Policy) -> Decision:
         interval_ms = max(1, int(policy.interval_s * 1000))
         tolerance_ms = (policy.burst - 1) * interval_ms
+        # The quota is part of the key: a TAT is only meaningful at the rate that produced it,
+        # so changing a policy starts fresh buckets instead of inheriting a far-future TAT.
+        bucket = f"{self._prefix}{key}:{policy.limit}/{int(policy.period_s)}"
         allowed, remaining, retry_ms, reset_ms = await self._link.eval_script(
-            GCRA_LUA, [self._prefix + key], [interval_ms, tolerance_ms]
+            GCRA_LUA, [bucket], [interval_ms, tolerance_ms]
         )
         return Decision(bool(allowed), int(remaining), retry_ms / 1000, reset_ms / 1000)
 
 
 class Limiter:
-    """Redis when configured and reachable, in-process otherwise (and meanwhile)."""
+    """Redis when configured and reachable, in-process otherwise (and meanwhile).
 
-    def __init__(self, redis: RedisLimiter | None, *, retry_redis_s: float = 10.0,
+    Never fails open: any Redis error (or no answer within ``redis_timeout_s``)
+    decides that request in process. While Redis is down, one request at a
+    time probes it again every ``retry_redis_s``; the others go straight to
+    the in-process limiter, so an outage costs at most one slow request per
+    probe. Counts every decision per (policy, allowed) for metrics.
+    """
+
+    def __init__(self, redis: RedisLimiter | None, *, retry_redis_s: float = 10.0, redis_timeout_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._memory = MemoryLimiter(clock=clock)
         self._retry_redis_s = retry_redis_s
+        self._redis_timeout_s = redis_timeout_s
         self._clock = clock
         self._redis_down_since: float | None = None
+        self._probing = False
+        self.decisions: dict[tuple[str, bool], int] = {}
+        self.fallbacks = 0  # times Redis was found down after being up (or at the first use)
 
     @property
     def backend(self) -> str:
@@ -146,21 +162,54 @@ class Limiter:
             return "memory"
         return "memory (redis unreachable)" if self._redis_down_since is not None else "redis"
 
+    @property
+    def state(self) -> str:
+        """For health: "memory" (no Redis configured), "redis", or "fallback" (Redis down)."""
+        if self._redis is None:
+            return "memory"
+        return "fallback" if self._redis_down_since is not None else "redis"
+
+    def redis_failed(self, reason: str) -> None:
+        """Someone else (the health check) saw Redis fail: limit in process from now on."""
+        if self._redis is not None and self._redis_down_since is None:
+            self.fallbacks += 1
+            log.warning("rate limiter: Redis failed (%s); limiting in this process until it is back", reason)
+            self._redis_down_since = self._clock()
+
+    def redis_answered(self) -> None:
+        """Someone else (the health check) reached Redis: let the next request probe it at once."""
+        if self._redis is not None and self._redis_down_since is not None and not self._probing:
+            self._redis_down_since = self._clock() - self._retry_redis_s
+
+    def _redis_due(self) -> bool:
+        if self._redis is None:
+            return False
+        if self._redis_down_since is None:
+            return True
+        return not self._probing and self._clock() - self._redis_down_since >= self._retry_redis_s
+
     async def hit(self, key: str, policy: Policy) -> Decision:
-        if self._redis is not None and (
-            self._redis_down_since is None or self._clock() - self._redis_down_since >= self._retry_redis_s
-        ):
+        decision = await self._decide(key, policy)
+        slot = (policy.name, decision.allowed)
+        self.decisions[slot] = self.decisions.get(slot, 0) + 1
+        return decision
+
+    async def _decide(self, key: str, policy: Policy) -> Decision:
+        if self._redis is not None and self._redis_due():
+            probing = self._redis_down_since is not None
+            self._probing = probing
             try:
-                with trio.fail_after(2):
+                with trio.fail_after(self._redis_timeout_s):
                     decision = await self._redis.hit(key, policy)
             except Exception as exc:  # noqa: BLE001 - any Redis failure: fall back, never fail open
-                if self._redis_down_since is None:
-                    log.warning("rate limiter: Redis failed (%s); limiting in this process until it is back",
-                                type(exc).__name__)
+                self.redis_failed(type(exc).__name__)
                 self._redis_down_since = self._clock()
             else:
                 if self._redis_down_since is not None:
                     log.info("rate limiter: Redis is back; limits are shared again")
                     self._redis_down_since = None
                 return decision
+            finally:
+                if probing:
+                    self._probing = False
         return await self._memory.hit(key, policy)

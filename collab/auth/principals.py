@@ -7,9 +7,10 @@ password change, deactivation, role change) calls :meth:`forget_session` or
 :meth:`forget_user` in the same step that commits it, so the very next request
 with an old token misses the cache and is refused by the database.
 
-Other nodes' revocations reach this cache through the cluster bus once
-scale-out exists; until then the TTL bounds how long another process could
-serve a revoked session. ``ttl_s = 0`` disables caching.
+Other nodes' revocations reach this cache over Redis when it is configured
+(:mod:`collab.bus.revocations`); while Redis is unreachable, or without it,
+the TTL bounds how long another process could serve a revoked session, and
+after an outage the whole cache is cleared. ``ttl_s = 0`` disables caching.
 
 Owned by the single :class:`collab.auth.service.AuthService` of a process;
 used only from the trio thread, so it needs no lock.
@@ -66,6 +67,10 @@ class PrincipalCache:
                 sids.discard(session_id)
                 if not sids:
                     del self._by_user[entry[0].user_id]
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_user.clear()
 
     def forget_user(self, user_id: uuid.UUID) -> None:
         for sid in list(self._by_user.get(user_id, ())):

@@ -26,6 +26,7 @@ from collab.auth.principals import PrincipalCache
 from collab.auth.tokens import TokenCodec
 from collab.domain.users import Principal, User
 from collab.errors import Forbidden, InvalidCredentials, NotFound, Unauthenticated, ValidationFailed
+from collab.storage import activity
 from collab.storage import sessions as session_store
 from collab.storage import users as user_store
 from collab.storage.database import Database
@@ -68,11 +69,38 @@ class AuthService:
         # Told when logins end, so open WebSockets opened with them close at once.
         self.on_logins_ended: Callable[[list[uuid.UUID]], None] = lambda ids: None
         self.on_user_deactivated: Callable[[uuid.UUID], None] = lambda user_id: None
+        # Told of every revocation, for the other nodes (collab.bus.revocations); never blocks.
+        self.announce: Callable[[str, uuid.UUID], None] = lambda kind, ident: None
 
     def _ended(self, *login_ids: uuid.UUID) -> None:
         for login_id in login_ids:
             self._cache.forget_session(login_id)
+            self.announce("session", login_id)
         self.on_logins_ended(list(login_ids))
+
+    def _user_changed(self, user_id: uuid.UUID, *, deactivated: bool = False) -> None:
+        self._cache.forget_user(user_id)
+        self.announce("user_deactivated" if deactivated else "user", user_id)
+
+    # --- revocations from other nodes -------------------------------------
+
+    def apply_remote_revocation(self, kind: str, ident: uuid.UUID) -> None:
+        """Another node revoked something: drop it from the cache, close its sockets here."""
+        if kind == "session":
+            self._cache.forget_session(ident)
+            self.on_logins_ended([ident])
+        elif kind == "user":
+            self._cache.forget_user(ident)
+        elif kind == "user_deactivated":
+            self._cache.forget_user(ident)
+            self.on_user_deactivated(ident)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @property
+    def cached_sessions(self) -> int:
+        return len(self._cache)
 
     # --- accounts ---------------------------------------------------------
 
@@ -111,7 +139,7 @@ class AuthService:
         check_password_policy(new, email=user.email, username=user.username, field="new_password")
         new_hash = await self._hasher.hash(new)
         ended = await self._db.run(self._change_password_unit, principal, new_hash)
-        self._cache.forget_user(principal.user_id)
+        self._user_changed(principal.user_id)
         self._ended(*ended)
         return len(ended)
 
@@ -120,24 +148,34 @@ class AuthService:
         await user_store.set_password_hash(conn, principal.user_id, new_hash, changed=True)
         return await session_store.revoke_all(conn, principal.user_id, "password_changed", keep=principal.session_id)
 
-    async def set_active(self, user_id: uuid.UUID, active: bool) -> User:
-        """Activate or deactivate a user; deactivation ends all their sessions."""
-        user = await self._db.run(self._set_active_unit, user_id, active)
-        self._cache.forget_user(user_id)
+    async def set_active(self, user_id: uuid.UUID, active: bool, *, by: uuid.UUID | None = None) -> User:
+        """Activate or deactivate a user; deactivation ends all their sessions. Audited."""
+        user = await self._db.run(self._set_active_unit, user_id, active, by)
+        self._user_changed(user_id, deactivated=not active)
         if not active:
             self.on_user_deactivated(user_id)
         return user
 
     @staticmethod
-    async def _set_active_unit(conn: Any, user_id: uuid.UUID, active: bool) -> User:
+    async def _set_active_unit(conn: Any, user_id: uuid.UUID, active: bool, by: uuid.UUID | None) -> User:
         user = await user_store.set_active(conn, user_id, active)
         if not active:
             await session_store.revoke_all(conn, user_id, "deactivated")
+        await activity.record(conn, user_id=by, action="user.reactivated" if active else "user.deactivated",
+                              entity_type="user", entity_id=user_id)
         return user
 
-    async def set_roles(self, user_id: uuid.UUID, roles: tuple[str, ...]) -> User:
-        user = await self._db.run(user_store.set_roles, user_id, roles)
-        self._cache.forget_user(user_id)
+    async def set_roles(self, user_id: uuid.UUID, roles: tuple[str, ...], *, by: uuid.UUID | None = None) -> User:
+        """Replace a user's global roles. Audited."""
+        user = await self._db.run(self._set_roles_unit, user_id, roles, by)
+        self._user_changed(user_id)
+        return user
+
+    @staticmethod
+    async def _set_roles_unit(conn: Any, user_id: uuid.UUID, roles: tuple[str, ...], by: uuid.UUID | None) -> User:
+        user = await user_store.set_roles(conn, user_id, roles)
+        await activity.record(conn, user_id=by, action="user.roles_changed", entity_type="user", entity_id=user_id,
+                              details={"roles": list(roles)})
         return user
 
     # --- sessions and tokens ---------------------------------------------

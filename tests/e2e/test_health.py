@@ -2,7 +2,9 @@
 
 The health document says honestly what this node can reach: the database
 (always configured) and the cache (Redis: "disabled" when not configured,
-"up" or "down" otherwise; a down cache degrades but does not fail the node).
+"up" or "down" otherwise; a down cache degrades but does not fail the node),
+and where rate limits are kept ("memory", "redis", or "fallback" while a
+configured Redis is down).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ HEALTH_PATHS = ("/health", "/api/v1/health")
 CLOSED_PORT_REDIS_URL = "redis://127.0.0.1:1/0"
 
 
-def assert_health(response: httpx.Response, *, status: str, database: str, cache: str) -> None:
+def assert_health(response: httpx.Response, *, status: str, database: str, cache: str,
+                  rate_limiter: str = "memory") -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     doc = response.json()
     assert set(doc) == {"status", "version", "timestamp", "services"}
     assert doc["status"] == status
     assert doc["version"] == __version__
-    assert doc["services"] == {"database": database, "cache": cache}
+    assert doc["services"] == {"database": database, "cache": cache, "rate_limiter": rate_limiter}
     stamp = datetime.fromisoformat(doc["timestamp"])
     assert stamp.utcoffset() == timedelta(0), doc["timestamp"]
 
@@ -52,13 +55,13 @@ async def test_health_needs_no_auth_and_ignores_a_bad_token(client: httpx.AsyncC
 async def test_health_with_redis_reports_cache_up(settings: Settings, redis_url: str) -> None:
     async with start_server(settings.replace(redis_url=redis_url)) as running:
         for response in await get_all(running.base_url, HEALTH_PATHS):
-            assert_health(response, status="ok", database="up", cache="up")
+            assert_health(response, status="ok", database="up", cache="up", rate_limiter="redis")
 
 
 async def test_health_with_unreachable_redis_is_degraded_but_200(settings: Settings) -> None:
     async with start_server(settings.replace(redis_url=CLOSED_PORT_REDIS_URL)) as running:
         for response in await get_all(running.base_url, HEALTH_PATHS):
-            assert_health(response, status="degraded", database="up", cache="down")
+            assert_health(response, status="degraded", database="up", cache="down", rate_limiter="fallback")
         # Degraded, not dead: routes that need no cache still answer.
         (ping,) = await get_all(running.base_url, ("/api/v1/ping",))
         assert ping.status_code == 200

@@ -27,7 +27,7 @@ from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import STRONG_PASSWORD, bearer, login, signup
 
 PUBLIC_PATHS = frozenset({
-    "/health", "/api/v1/health", "/api/v1/ping",
+    "/health", "/api/v1/health", "/api/v1/ping", "/ready",
     "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh",
     "/openapi.json", "/docs",  # the API description is public by design (collab.http.openapi)
 })

@@ -139,3 +139,63 @@ async def test_no_secret_reaches_any_log_record(client, server):
         if secret in text
     ]
     assert not leaks, leaks
+
+
+METRICS_TOKEN = "metrics-scrape-token-" + "m" * 20
+
+
+async def test_no_token_reaches_the_logs_from_sockets_metrics_or_limits(settings) -> None:
+    """Tokens in a WebSocket query string, the scrape token, rate-limited and refused requests."""
+    from tests.conftest import start_server
+    from tests.e2e.ws_helpers import open_ws, upgrade_refused, ws_url
+
+    limits = settings.replace(metrics_token=METRICS_TOKEN, rest_per_ip_per_minute=2, rest_ip_burst=2,
+                              trusted_proxies=("127.0.0.1/32",))
+    secrets: dict[str, str] = {"scrape token": METRICS_TOKEN, "password": STRONG_PASSWORD}
+    async with start_server(limits) as running:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as client:
+            with capture_logs() as captured:
+                user = await _register_from(client, "198.51.100.10")
+                tokens = await _login_from(client, user["email"], "198.51.100.11")
+                secrets["access token"] = tokens["access_token"]
+                secrets["refresh token"] = tokens["refresh_token"]
+                async with open_ws(running.base_url, tokens["access_token"], how="query") as conn:
+                    assert (await conn.ping("p"))["type"] == "pong"
+                bad = tokens["access_token"][:-4] + "AAAA"
+                secrets["tampered token"] = bad
+                assert await upgrade_refused(ws_url(running.base_url, token=bad)) == 403
+                assert (await client.get("/metrics", headers=bearer(METRICS_TOKEN))).status_code == 200
+                for _ in range(3):  # the third is over the per-address limit
+                    last = await client.get("/api/v1/projects", headers=bearer(bad) | {"X-Forwarded-For": "192.0.2.5"})
+                assert last.status_code == 429
+    # The test's WebSocket client logs the URL it connects to (with ?token=): client side too.
+    records = [r for r in captured.records if not r.name.startswith(CLIENT_LOGGERS + ("trio-websocket",))]
+    assert any(r.name == "collab.ws" and "open" in r.getMessage() for r in records)
+    assert any(getattr(r, "route", None) == "/metrics" for r in records)
+    assert any(getattr(r, "status", None) == 429 for r in records)
+    leaks = [
+        (label, record.name, record.captured_line)  # type: ignore[attr-defined]
+        for record in records
+        for text in texts_of(record)
+        for label, secret in secrets.items()
+        if secret in text
+    ]
+    assert not leaks, leaks
+
+
+async def _register_from(client, address: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    tag = uuid.uuid4().hex[:8]
+    response = await client.post("/api/v1/auth/register", headers={"X-Forwarded-For": address}, json={
+        "email": f"logs-{tag}@example.com", "username": f"logs_{tag}", "password": STRONG_PASSWORD,
+    })
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def _login_from(client, email: str, address: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = await client.post("/api/v1/auth/login", headers={"X-Forwarded-For": address},
+                                 json={"email": email, "password": STRONG_PASSWORD})
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -75,3 +75,36 @@ async def test_falls_back_to_memory_when_redis_fails_and_keeps_limiting() -> Non
     clock.now += 11
     await limiter.hit("k", POLICY)
     assert Broken.calls == 2
+
+
+def test_remaining_rounds_down_like_the_lua_script() -> None:
+    """A burst's last slot leaves 0 remaining even when time moved on a little (floor, not truncation)."""
+    tat = None
+    for now in (0.0, 0.05, 0.1):
+        decision, tat = gcra(tat, now, POLICY)
+    assert decision.allowed and decision.remaining == 0
+
+
+async def test_only_one_request_probes_a_down_redis_and_health_hints_steer_it() -> None:
+    clock = Clock()
+
+    class Slow:
+        calls = 0
+        fail = True
+
+        async def hit(self, key: str, policy: Policy):  # type: ignore[no-untyped-def]
+            Slow.calls += 1
+            if Slow.fail:
+                raise ConnectionError("down")
+            return (await MemoryLimiter(clock=clock).hit(key, policy))
+
+    limiter = Limiter(Slow(), retry_redis_s=10, clock=clock)  # type: ignore[arg-type]
+    limiter.redis_failed("health check")
+    assert limiter.state == "fallback" and limiter.fallbacks == 1
+    await limiter.hit("k", POLICY)
+    assert Slow.calls == 0  # not due yet: decided in process
+    limiter.redis_answered()  # the health check reached Redis again
+    Slow.fail = False
+    await limiter.hit("k", POLICY)
+    assert Slow.calls == 1 and limiter.state == "redis"
+    assert limiter.decisions == {("login", True): 2}

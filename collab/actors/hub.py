@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import trio
 
 from collab.actors.flush_clock import FlushClock
+from collab.actors.remote_presence import RemotePresence
 from collab.domain.notifications import Notification
 from collab.protocol import server_frames as frames
 from collab.storage.projects import EventRecord
@@ -42,6 +43,14 @@ class Hub:
         self.closing_event = trio.Event()  # set by shutdown(): also wakes sockets not registered yet
         self.events_published = 0
         self.frames_enqueued = 0
+        # Plain counters for metrics (collab/metrics.py reads them at scrape time).
+        self.frames_received = 0  # client messages read
+        self.frames_sent = 0      # frames written (several may share one message)
+        self.messages_sent = 0    # WebSocket messages written
+        self.closes: dict[int, int] = {}  # server-initiated closes by code
+        # Cluster: presence changes here go to the other nodes; theirs are kept in ``remote``.
+        self.on_presence_change: Callable[[uuid.UUID, str, dict[str, Any]], None] | None = None
+        self.remote = RemotePresence()
 
     # --- sockets ---------------------------------------------------------------
 
@@ -118,13 +127,32 @@ class Hub:
     # --- presence ------------------------------------------------------------------
 
     def presence_of(self, project_id: uuid.UUID) -> list[dict[str, Any]]:
-        return [s.presence_entry(state) for s, state in self._presence.get(project_id, {}).items()]
+        local = [s.presence_entry(state) for s, state in self._presence.get(project_id, {}).items()]
+        return local + self.remote.entries(project_id)
 
     def set_presence(self, session: "WsSession", project_id: uuid.UUID, state: dict[str, Any]) -> None:
         table = self._presence.setdefault(project_id, {})
         change = "updated" if session in table else "joined"
         table[session] = state
         self._broadcast_presence(project_id, change, session.presence_entry(state))
+        if self.on_presence_change is not None:
+            self.on_presence_change(project_id, change, session.presence_entry(state))
+
+    def remote_presence(self, node: str, project_id: uuid.UUID, change: str, entry: dict[str, Any]) -> None:
+        """A presence change of a socket on another node."""
+        shown = self.remote.apply(node, project_id, change, entry, trio.current_time())
+        if shown is not None:
+            self._broadcast_presence(project_id, shown, entry)
+
+    def refresh_presence(self) -> None:
+        """Re-announce every local entry to the other nodes and drop remote ones that went stale."""
+        for project_id, gone in self.remote.expire(trio.current_time()):
+            self._broadcast_presence(project_id, "left", gone)
+        if self.on_presence_change is None:
+            return
+        for project_id, table in self._presence.items():
+            for session, state in table.items():
+                self.on_presence_change(project_id, "refresh", session.presence_entry(state))
 
     def _leave_presence(self, session: "WsSession", project_id: uuid.UUID) -> None:
         table = self._presence.get(project_id)
@@ -134,6 +162,8 @@ class Hub:
         if not table:
             del self._presence[project_id]
         self._broadcast_presence(project_id, "left", session.presence_entry(state))
+        if self.on_presence_change is not None:
+            self.on_presence_change(project_id, "left", session.presence_entry(state))
 
     def _broadcast_presence(self, project_id: uuid.UUID, change: str, entry: dict[str, Any]) -> None:
         text = frames.encode(frames.presence(project_id, change, entry))
@@ -158,6 +188,9 @@ class Hub:
         for sessions in list(self._by_user.values()):
             for session in list(sessions):
                 session.close(frames.CloseCode.GOING_AWAY, "server shutting down")
+
+    def record_close(self, code: int) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
 
     def figures(self) -> dict[str, int]:
         return {

@@ -35,7 +35,8 @@ import trio
 
 from collab.domain.model import Draft, ProjectState
 from collab.actors.op_ids import OpIds
-from collab.domain.ops import Event, MemberAdd, Op, TaskCreate
+from collab.actors.ownership import OwnedElsewhere, Ownership
+from collab.domain.ops import CommentEdit, Event, MemberAdd, Op, TaskCreate
 from collab.domain.notifications import Notification, notifications_for
 from collab.domain.results import result_view
 from collab.domain.rules import apply
@@ -80,6 +81,7 @@ class Command:
     reply: trio.MemorySendChannel[Reply]
     client_op_id: str | None = None
     idempotency: Idempotency | None = None
+    forwarded: bool = False  # came from another node: never forward it again
 
 
 @dataclass
@@ -115,7 +117,10 @@ class ProjectActor:
     def __init__(
         self, project_id: uuid.UUID, db: Database, *, commit_timeout_s: float,
         publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 10_000,
+        ownership: Ownership | None = None,
     ) -> None:
+        self._ownership = ownership or Ownership(db)
+        self.epoch: int | None = None  # the ownership epoch that fences our commits; None: a follower
         self._notify = notify or (lambda notes: None)
         self.project_id = project_id
         self._db = db
@@ -125,6 +130,7 @@ class ProjectActor:
         self.names: dict[uuid.UUID, str] = {}
         self.stats = ActorStats()
         self.loaded = trio.Event()
+        self._seq_changed = trio.Event()
         self._recent: OrderedDict[tuple[uuid.UUID, str], tuple[str, Accepted]] = OrderedDict()
         self._recent_limit = recent_keys
         self.op_ids = OpIds(op_id_window)
@@ -134,20 +140,61 @@ class ProjectActor:
     def name_of(self, user_id: uuid.UUID) -> str | None:
         return self.names.get(user_id)
 
+    def seq_advanced(self) -> None:
+        """Wake :meth:`wait_for_seq` callers (a follower folded events)."""
+        self._seq_changed.set()
+        self._seq_changed = trio.Event()
+
+    async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
+        """Wait until the state reached ``seq`` (at most ``timeout_s``); whether it did."""
+        with trio.move_on_after(timeout_s):
+            while self.state is None or self.state.seq < seq:
+                await self._seq_changed.wait()
+            return True
+        return False
+
     # --- lifecycle ---
 
     async def load(self) -> None:
-        """(Re)load the committed state from PostgreSQL; :class:`ProjectNotFound` if gone."""
+        """Become the project's owner and (re)load its committed state from
+        PostgreSQL; :class:`ProjectNotFound` if gone, :class:`OwnedElsewhere`
+        if another live node owns it."""
+        epoch = await self._ownership.acquire(self.project_id)
+        if epoch is None:
+            exists, owner = await self._ownership.owner_of(self.project_id)
+            if not exists:
+                raise ProjectNotFound(self.project_id)
+            raise OwnedElsewhere(self.project_id, owner)
+        self.epoch = epoch
+        await self._load_state()
+        await self.op_ids.load(self._db, self.project_id)
+        self.loaded.set()
+
+    async def load_as_follower(self) -> None:
+        """Load the committed state to mirror it (no ownership: this actor never commits)."""
+        self.epoch = None
+        await self._load_state()
+        self.loaded.set()
+
+    async def _load_state(self) -> None:
         loaded = await self._db.run(store.load_state, self.project_id, transaction=False)
         if loaded is None:
             raise ProjectNotFound(self.project_id)
         self.state, self.names = loaded
-        await self.op_ids.load(self._db, self.project_id)
-        self.loaded.set()
+
+    async def release(self) -> None:
+        """Hand the project back (after the last batch of a passivating owner)."""
+        if self.epoch is not None:
+            await self._ownership.release(self.project_id, self.epoch)
+            self.epoch = None
 
     async def process(self, batch: list[Command]) -> None:
         """Apply, commit and answer one batch (the whole write path)."""
         assert self.state is not None
+        if self.epoch is None:  # a follower never commits (the registry forwards instead)
+            for command in batch:
+                _reply(command, Rejected(Unavailable("This node does not own the project; retry")))
+            return
         now = datetime.now(timezone.utc)
         draft = Draft(self.state)
         accepted: list[tuple[Command, Accepted]] = []
@@ -179,13 +226,16 @@ class ProjectActor:
                 _reply(command, replay)
                 continue
             checkpoint = draft.checkpoint()
+            previous_comment = draft.comments.get(command.op.comment_id) if isinstance(command.op, CommentEdit) else None
             try:
                 events = apply(draft, command.op, command.caller, now)
             except CollabError as error:
                 _reply(command, Rejected(error))
                 continue
             before = {e.task_id: draft.task_at(checkpoint, e.task_id) for e in events if e.task_id is not None}
-            notes.extend(notifications_for(draft, events, before, command.caller.user_id, command.caller.username, now))
+            notes.extend(notifications_for(
+                draft, events, before, command.caller.user_id, command.caller.username, now, previous_comment,
+            ))
             result = result_view(draft, command.op, self.names)
             outcome = Accepted(seq=draft.seq, events=tuple(events), result=result)
             accepted.append((command, outcome))
@@ -212,12 +262,12 @@ class ProjectActor:
                     if store.fits_one_statement(records, keys, notes):
                         await self._db.run(
                             store.commit_task_batch, project_id=self.project_id, expected_seq=self.state.seq,
-                            records=records, transaction=False,
+                            records=records, epoch=self.epoch, transaction=False,
                         )
                     else:
                         await self._db.run(
                             store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,
-                            records=records, idempotency=keys, notifications=notes,
+                            records=records, idempotency=keys, notifications=notes, epoch=self.epoch,
                         )
                 if deadline.cancelled_caught:
                     raise Unavailable("The commit did not finish in time; retry")
@@ -265,10 +315,13 @@ class ProjectActor:
                 continue
             replay = self._replay(command, {})
             _reply(command, replay if isinstance(replay, (Accepted, Rejected)) else Rejected(Unavailable("Retry")))
-        if records:
-            self._publish(self.project_id, records)
-        if notes:
-            self._notify(notes)
+        try:  # committed and answered: a delivery failure must not take the actor down
+            if records:
+                self._publish(self.project_id, records)
+            if notes:
+                self._notify(notes)
+        except Exception:  # noqa: BLE001 - logged; subscribers resume from the change log
+            log.exception("delivering the committed batch of project %s failed", self.project_id)
 
     def _already_applied(self, draft: Draft, command: Command, applied: changelog.AppliedOp) -> Accepted:
         """The ack for a resent op: its original seq, the target as it is now."""

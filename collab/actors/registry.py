@@ -28,10 +28,12 @@ import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
 
 import trio
 
+from collab.actors import following
+from collab.actors.ownership import OwnedElsewhere, Ownership
 from collab.actors.project import (
     Accepted, Command, Idempotency, Notify, ProjectActor, ProjectNotFound, Publish, Rejected, Reply,
 )
@@ -40,6 +42,9 @@ from collab.domain.users import Principal
 from collab.errors import Busy, CollabError, NotFound, Unavailable
 from collab.storage import projects as store
 from collab.storage.database import Database
+
+if TYPE_CHECKING:
+    from collab.bus.cluster import ClusterBus
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,11 @@ class _Slot:
     ready: trio.Event = field(default_factory=trio.Event)
     missing: bool = False
     crashes: list[float] = field(default_factory=list)
+    follower: bool = False         # mirrors a project another node owns (commands are forwarded)
+    owner: str | None = None       # that node, while following
+    carry: list[Command] = field(default_factory=list)  # forwarded to an owner that died: run them here
+    catching_up: trio.Lock = field(default_factory=trio.Lock)
+    gap_seen: bool = False  # a gap was seen (possibly during a catch-up): catch up (again)
 
 
 def _no_publish(project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> None:
@@ -75,8 +85,11 @@ class ActorRegistry:
     def __init__(
         self, db: Database, nursery: trio.Nursery, options: RegistryOptions, publish: Publish | None = None,
         keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
+        ownership: Ownership | None = None, bus: "ClusterBus | None" = None,
     ) -> None:
         self._db = db
+        self.ownership = ownership or Ownership(db)
+        self.bus = bus
         self._notify = notify
         self._keep_alive = keep_alive or (lambda project_id: False)
         self._nursery = nursery
@@ -88,8 +101,14 @@ class ActorRegistry:
         # for the same project loads only after they finish.
         self._draining: dict[uuid.UUID, trio.Event] = {}
         self._closing = False
+        # Told after every batch: (commands, commit seconds or None, failed commits); for metrics.
+        self.on_batch: Callable[[int, float | None, int], None] | None = None
 
     # --- public API ---
+
+    @property
+    def options(self) -> RegistryOptions:
+        return self._options
 
     @property
     def active(self) -> int:
@@ -163,10 +182,61 @@ class ActorRegistry:
             self._task_index.popitem(last=False)
 
     def _publish(self, project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> None:
+        """An owner's committed batch: to this node's subscribers, then to the other nodes."""
+        self._deliver(project_id, records)
+        if self.bus is not None:
+            self.bus.publish_events(project_id, records)
+
+    def _deliver(self, project_id: uuid.UUID, records: Sequence[store.EventRecord]) -> None:
         for record in records:
             if record.event.kind == "task.created" and record.event.task_id is not None:
                 self._index_task(record.event.task_id, project_id)
         self._publish_downstream(project_id, records)
+
+    # --- following projects owned by other nodes ---
+
+    def follows(self, project_id: uuid.UUID) -> bool:
+        slot = self._slots.get(project_id)
+        return slot is not None and slot.follower
+
+    def apply_remote(self, project_id: uuid.UUID, records: list[store.EventRecord]) -> None:
+        """Events another node committed, for the follower here (if any)."""
+        slot = self._slots.get(project_id)
+        if slot is None or not slot.follower or not slot.ready.is_set():
+            return
+        applied, gap = following.fold_records(slot.actor, records)
+        if applied:
+            self._deliver(project_id, applied)
+        if gap:
+            slot.gap_seen = True
+            if not slot.catching_up.locked():
+                self._nursery.start_soon(self._catch_up, slot)
+
+    def catch_up_followers(self) -> None:
+        """After the bus was cut off: every follower reads what it missed from the change log."""
+        for slot in list(self._slots.values()):
+            if slot.follower and slot.ready.is_set():
+                self._nursery.start_soon(self._catch_up, slot)
+
+    async def _catch_up(self, slot: _Slot) -> None:
+        """Read what the follower missed from the change log; again while gaps keep being seen meanwhile."""
+        if slot.catching_up.locked():
+            return
+        async with slot.catching_up:
+            slot.gap_seen = True
+            while slot.gap_seen and slot.follower:
+                slot.gap_seen = False
+                try:
+                    missed = await following.catch_up(self._db, slot.actor)
+                except CollabError as exc:
+                    log.warning("follower of %s could not catch up: %s", slot.project_id, exc)
+                    return
+                self._deliver(slot.project_id, missed)
+
+    async def handle_forwarded(self, project_id: uuid.UUID, commands: list[dict[str, Any]],
+                               timeout_s: float) -> list[dict[str, Any]]:
+        """Commands another node forwarded here (it thinks this node owns the project)."""
+        return await following.run_forwarded(self, project_id, commands, timeout_s)
 
     async def submit(self, project_id: uuid.UUID, command: Command) -> None:
         """Queue a command in the project's inbox (waiting while it is full); the
@@ -194,7 +264,8 @@ class ActorRegistry:
 
     def _new_actor(self, project_id: uuid.UUID) -> ProjectActor:
         return ProjectActor(
-            project_id, self._db, commit_timeout_s=self._options.commit_timeout_s, publish=self._publish, notify=self._notify,
+            project_id, self._db, commit_timeout_s=self._options.commit_timeout_s, publish=self._publish,
+            notify=self._notify, ownership=self.ownership,
         )
 
     def _forget(self, slot: _Slot) -> None:
@@ -208,10 +279,21 @@ class ActorRegistry:
                     previous = self._draining.get(slot.project_id)
                     if previous is not None:
                         await previous.wait()
-                    await slot.actor.load()
+                    try:
+                        await slot.actor.load()
+                    except OwnedElsewhere as elsewhere:
+                        if self.bus is None:
+                            raise
+                        if not await self._follow(slot, elsewhere.owner):
+                            return  # the follower passivated
+                        continue  # the owner is gone: try to own the project here
                     slot.ready.set()
                     await self._serve(slot)
                     return
+                except OwnedElsewhere:
+                    # Lost the project to another node while owning it: follow it from now on.
+                    await trio.sleep(0.05)
+                    continue
                 except ProjectNotFound:
                     slot.missing = True
                     slot.ready.set()
@@ -234,8 +316,39 @@ class ActorRegistry:
             self._forget(slot)
             self._fail_queued(slot, Unavailable("The server is shutting down; retry"))
 
+    async def _follow(self, slot: _Slot, owner: str | None) -> bool:
+        """Mirror the project and forward its commands to ``owner``; True when
+        the owner is gone (the caller then tries to own it), False when passivated."""
+        slot.follower, slot.owner = True, owner
+        try:
+            await slot.actor.load_as_follower()
+            slot.ready.set()
+            options = self._options
+            while True:
+                with trio.move_on_after(options.idle_timeout_s) as idle:
+                    first = await slot.inbox_recv.receive()
+                if idle.cancelled_caught:
+                    if self._keep_alive(slot.project_id):
+                        continue
+                    self._forget(slot)
+                    while batch := _drain(slot.inbox_recv, options.max_batch):
+                        if await following.forward(self, slot, batch):
+                            slot.carry = batch
+                            return True
+                    slot.inbox_recv.close()
+                    return False
+                batch = [first] + _drain(slot.inbox_recv, options.max_batch - 1)
+                if await following.forward(self, slot, batch):
+                    slot.carry = batch
+                    return True
+        finally:
+            slot.follower, slot.owner = False, None
+
     async def _serve(self, slot: _Slot) -> None:
         options = self._options
+        if slot.carry:
+            carried, slot.carry = slot.carry, []
+            await _process(slot.actor, carried, self.on_batch)
         while True:
             with trio.move_on_after(options.idle_timeout_s) as idle:
                 first = await slot.inbox_recv.receive()
@@ -246,8 +359,14 @@ class ActorRegistry:
                 done = self._draining[slot.project_id] = trio.Event()
                 try:
                     while batch := _drain(slot.inbox_recv, options.max_batch):
-                        await _process(slot.actor, batch)
+                        await _process(slot.actor, batch, self.on_batch)
                     slot.inbox_recv.close()  # no await since the last empty drain: nothing is lost
+                    with trio.move_on_after(5) as releasing:
+                        releasing.shield = True
+                        try:
+                            await slot.actor.release()
+                        except CollabError as exc:
+                            log.warning("could not release project %s: %s", slot.project_id, exc)
                 finally:
                     if self._draining.get(slot.project_id) is done:
                         del self._draining[slot.project_id]
@@ -255,7 +374,7 @@ class ActorRegistry:
                 log.debug("project actor %s passivated", slot.project_id)
                 return
             batch = [first] + _drain(slot.inbox_recv, options.max_batch - 1)
-            await _process(slot.actor, batch)
+            await _process(slot.actor, batch, self.on_batch)
 
     @staticmethod
     def _fail_queued(slot: _Slot, error: CollabError) -> None:
@@ -270,10 +389,17 @@ class ActorRegistry:
         self._closing = True
 
 
-async def _process(actor: ProjectActor, batch: list[Command]) -> None:
+async def _process(
+    actor: ProjectActor, batch: list[Command], observe: Callable[[int, float | None, int], None] | None = None,
+) -> None:
     """Run a batch; if the actor crashes, answer the batch's callers before propagating."""
+    stats = actor.stats
+    commit_total, failed = stats.commit_seconds_total, stats.failed_commits
     try:
         await actor.process(batch)
+        if observe is not None:
+            committed = stats.commit_seconds_total != commit_total
+            observe(len(batch), stats.last_commit_seconds if committed else None, stats.failed_commits - failed)
     except Exception:
         failure = Rejected(Unavailable("The project hit an internal error; retry"))
         for command in batch:
@@ -298,9 +424,10 @@ def _drain(recv: trio.MemoryReceiveChannel[Command], limit: int | None) -> list[
 async def open_registry(
     db: Database, options: RegistryOptions, publish: Publish | None = None,
     keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
+    ownership: Ownership | None = None, bus: "ClusterBus | None" = None,
 ) -> AsyncIterator[ActorRegistry]:
     async with trio.open_nursery() as nursery:
-        registry = ActorRegistry(db, nursery, options, publish, keep_alive, notify)
+        registry = ActorRegistry(db, nursery, options, publish, keep_alive, notify, ownership, bus)
         try:
             yield registry
         finally:

@@ -125,6 +125,7 @@ class WsSession:
         if self.close_code is None:
             self.close_code = int(code)
             self.close_reason = reason
+            self.hub.record_close(self.close_code)
             self._wake.set()
 
     # --- catching up after subscribe ------------------------------------------------
@@ -199,6 +200,8 @@ class WsSession:
                         batch.append(entry.text)
                     with trio.fail_after(limits.send_timeout_s):
                         await self._send({"type": "websocket.send", "text": frames.join(batch)})
+                    self.hub.messages_sent += 1
+                    self.hub.frames_sent += len(batch)
                     del batch, entry  # an idle socket must not keep its last message (often a snapshot)
                 if self.close_code is not None:
                     with trio.move_on_after(limits.send_timeout_s):

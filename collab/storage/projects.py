@@ -2,11 +2,12 @@
 
 :func:`commit_batch` is the one place project changes reach PostgreSQL. In
 one transaction it advances ``projects.seq`` with a fence
-(``WHERE seq = expected``), inserts the batch's events into
+(``WHERE seq = expected AND owner_epoch = ours``, see storage/cluster.py), inserts the batch's events into
 ``project_events``, writes the rows the events describe (the final version of
 each touched task and member), and records REST idempotency keys. If the
 fence touches no row, another writer got there first: :class:`FenceLost` is
-raised and the transaction rolls back, so two writers never interleave.
+raised and the transaction rolls back, so two writers never interleave, and
+a node that lost the project's ownership never commits again.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import asyncpg
 import orjson
 
 from collab.domain.model import (
-    Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
+    Attachment, Comment, Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
 )
 from collab.domain.notifications import Notification
+from collab.storage import activity
 from collab.domain.ops import Event
 from collab.domain.views import member_payload, project_payload
 from collab.errors import Conflict, InternalError, Unavailable
@@ -95,14 +97,35 @@ async def load_state(conn: asyncpg.Connection, project_id: uuid.UUID) -> tuple[P
         project_id,
     )
     task_rows = await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1", project_id)
+    comment_rows = await conn.fetch(
+        """SELECT c.id, c.task_id, c.user_id, c.content, c.created_at, c.updated_at
+           FROM task_comments c JOIN tasks t ON t.id = c.task_id WHERE t.project_id = $1""",
+        project_id,
+    )
+    attachment_rows = await conn.fetch(
+        """SELECT a.id, a.task_id, a.filename, a.file_size, a.mime_type, a.content_hash, a.storage_key,
+                  a.uploaded_by, a.uploaded_at
+           FROM task_attachments a JOIN tasks t ON t.id = a.task_id WHERE t.project_id = $1""",
+        project_id,
+    )
     members = {r["user_id"]: _member(r) for r in member_rows}
     tasks = {r["id"]: task_from_row(r) for r in task_rows}
-    mentioned = {t.created_by for t in tasks.values()} - members.keys()
+    comments = {r["id"]: Comment(**dict(r)) for r in comment_rows}
+    attachments = {
+        r["id"]: Attachment(**(dict(r) | {"mime_type": r["mime_type"] or "application/octet-stream"}))
+        for r in attachment_rows
+    }
+    mentioned = (
+        {t.created_by for t in tasks.values()} | {c.user_id for c in comments.values()}
+        | {a.uploaded_by for a in attachments.values()}
+    ) - members.keys()
     names = {m.user_id: m.username for m in members.values()}
     if mentioned:
         for r in await conn.fetch("SELECT id, username FROM users WHERE id = ANY($1::uuid[])", list(mentioned)):
             names[r["id"]] = r["username"]
-    state = ProjectState(project=_project(row), seq=row["seq"], members=members, tasks=tasks)
+    state = ProjectState(
+        project=_project(row), seq=row["seq"], members=members, tasks=tasks, comments=comments, attachments=attachments,
+    )
     return state, names
 
 
@@ -217,15 +240,17 @@ class CommitRejected(InternalError):
 
 async def commit_batch(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
-    idempotency: Sequence[IdempotencyRecord] = (), notifications: Sequence[Notification] = (),
+    idempotency: Sequence[IdempotencyRecord] = (), notifications: Sequence[Notification] = (), epoch: int,
 ) -> None:
-    """Write one batch atomically; :class:`FenceLost` if the seq moved,
-    :class:`CommitRejected` if PostgreSQL refuses the data."""
+    """Write one batch atomically; :class:`FenceLost` if the seq moved or the
+    ownership ``epoch`` is no longer current, :class:`CommitRejected` if
+    PostgreSQL refuses the data."""
     try:
         if records:
             new_seq = records[-1].event.seq
             fenced = await conn.execute(
-                "UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2", project_id, expected_seq, new_seq
+                "UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2 AND owner_epoch = $4",
+                project_id, expected_seq, new_seq, epoch,
             )
             if fenced != "UPDATE 1":
                 raise FenceLost()
@@ -236,6 +261,12 @@ async def commit_batch(
                  for r in records],
             )
             await _write_rows(conn, project_id, [r.event for r in records])
+            for r in records:
+                if r.event.kind == "project.deleted":  # its events go with it: keep an audit entry
+                    await activity.record(
+                        conn, user_id=r.actor_id, action="project.deleted", entity_type="project",
+                        entity_id=project_id, project_id=project_id, details=r.event.payload,
+                    )
         if notifications:
             await conn.executemany(
                 """INSERT INTO notifications (id, user_id, project_id, title, message, type, entity_type, entity_id,
@@ -253,7 +284,7 @@ async def commit_batch(
 
 _ONE_STATEMENT_TASK_COMMIT = """
 WITH fence AS (
-    UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2 RETURNING id
+    UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2 AND owner_epoch = $27 RETURNING id
 ), events AS (
     INSERT INTO project_events (project_id, seq, kind, task_id, actor_id, client_op_id, payload)
     SELECT $1, e.seq, e.kind, e.task_id, e.actor_id, e.client_op_id, e.payload::jsonb
@@ -295,6 +326,7 @@ def fits_one_statement(records: Sequence[EventRecord], idempotency: Sequence[Any
 
 async def commit_task_batch(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
+    epoch: int,
 ) -> None:
     """A batch of task events as one fenced statement (atomic without BEGIN/COMMIT):
     one round trip instead of five. Same guarantees as :func:`commit_batch`."""
@@ -316,7 +348,7 @@ async def commit_task_batch(
             [t.estimated_hours for t in puts], [t.actual_hours for t in puts],
             [orjson.dumps(list(t.tags)).decode() for t in puts], [t.position for t in puts],
             [t.version for t in puts], [t.created_at for t in puts], [t.updated_at for t in puts],
-            gone,
+            gone, epoch,
         )
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
@@ -327,6 +359,8 @@ async def commit_task_batch(
 async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: Sequence[Event]) -> None:
     tasks: dict[uuid.UUID, Task | None] = {}
     members: dict[uuid.UUID, Member | None] = {}
+    comments: dict[uuid.UUID, Comment | None] = {}
+    attachments: dict[uuid.UUID, Attachment | None] = {}
     project: Project | None = None
     deleted = False
     for e in events:
@@ -334,6 +368,10 @@ async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: S
             tasks[e.task_id] = e.after if isinstance(e.after, Task) else None  # type: ignore[index]
         elif e.kind.startswith("member."):
             members[e.subject_id] = e.after if isinstance(e.after, Member) else None  # type: ignore[index]
+        elif e.kind.startswith("comment."):
+            comments[e.subject_id] = e.after if isinstance(e.after, Comment) else None  # type: ignore[index]
+        elif e.kind.startswith("attachment."):
+            attachments[e.subject_id] = e.after if isinstance(e.after, Attachment) else None  # type: ignore[index]
         elif e.kind == "project.updated":
             project = e.after  # type: ignore[assignment]
         elif e.kind == "project.deleted":
@@ -360,8 +398,40 @@ async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: S
     gone_tasks = [tid for tid, t in tasks.items() if t is None]
     if put_tasks:
         await conn.executemany(_UPSERT_TASK, put_tasks)
+    await _write_notes(conn, comments, attachments)
     if gone_tasks:
         await conn.execute("DELETE FROM tasks WHERE project_id = $1 AND id = ANY($2::uuid[])", project_id, gone_tasks)
+
+
+_UPSERT_COMMENT = """
+INSERT INTO task_comments (id, task_id, user_id, content, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content, updated_at = EXCLUDED.updated_at
+"""
+
+_INSERT_ATTACHMENT = """
+INSERT INTO task_attachments (id, task_id, filename, file_size, mime_type, content_hash, storage_key, uploaded_by,
+                              uploaded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+
+async def _write_notes(conn: asyncpg.Connection, comments: dict[uuid.UUID, Comment | None],
+                       attachments: dict[uuid.UUID, Attachment | None]) -> None:
+    """Comment and attachment rows (after their tasks exist, before deleted tasks go)."""
+    put_comments = [(c.id, c.task_id, c.user_id, c.content, c.created_at, c.updated_at)
+                    for c in comments.values() if c is not None]
+    if put_comments:
+        await conn.executemany(_UPSERT_COMMENT, put_comments)
+    gone_comments = [cid for cid, c in comments.items() if c is None]
+    if gone_comments:
+        await conn.execute("DELETE FROM task_comments WHERE id = ANY($1::uuid[])", gone_comments)
+    put_attachments = [(a.id, a.task_id, a.filename, a.file_size, a.mime_type, a.content_hash, a.storage_key,
+                        a.uploaded_by, a.uploaded_at) for a in attachments.values() if a is not None]
+    if put_attachments:
+        await conn.executemany(_INSERT_ATTACHMENT, put_attachments)
+    gone_attachments = [aid for aid, a in attachments.items() if a is None]
+    if gone_attachments:
+        await conn.execute("DELETE FROM task_attachments WHERE id = ANY($1::uuid[])", gone_attachments)
 
 
 # --- idempotency keys -------------------------------------------------------------

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"do not apply migrations at start; refuse to start on a pending schema [{env_var('migrate_on_start')}]")
     serve.add_argument("--shutdown-grace-s", help=f"seconds in-flight requests get at shutdown (default 10) [{env_var('shutdown_grace_s')}]")
     serve.add_argument("--max-body-bytes", help=f"largest JSON body accepted (default 1 MiB) [{env_var('max_body_bytes')}]")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (nodes) on one port; default: every core when COLLAB_REDIS_URL and "
+                            "COLLAB_DATABASE_URL are set, else 1")
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--demo", action="store_true",
+                       help="first seed a demo workspace (users alice and bob, a project, tasks; idempotent) "
+                            "and print how to sign in to the board; refused in production")
     _add_common(serve)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations and exit",
@@ -120,8 +127,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action = lambda: _migrate(settings)
     else:
         from collab.server import serve_until_signalled
+        from collab.workers import check_workers, default_workers, run_workers
 
-        action = lambda: serve_until_signalled(settings)
+        workers = args.workers if args.workers is not None else default_workers(settings)
+        try:
+            check_workers(settings, workers)
+        except ConfigError as exc:
+            print(f"collab: configuration error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if workers > 1 and args.listen_fd is None and not args.demo:
+            with configure_logging(settings.log_level, settings.log_format):
+                status = _run(lambda: _migrate(settings)) if settings.migrate_on_start else EXIT_OK
+                if status != EXIT_OK:
+                    return status
+                overrides = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+                return run_workers(settings, workers, overrides)
+        action = lambda: serve_until_signalled(settings, args.listen_fd)
+        if args.demo:
+            from collab.demo import serve_demo
+
+            action = lambda: serve_demo(settings)
 
     with configure_logging(settings.log_level, settings.log_format):
         return _run(action)

@@ -16,6 +16,7 @@ secret of at least 32 bytes must be given.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Settings:
     actor_max_batch: int = 64
     actor_ask_timeout_s: float = 10 * SECONDS
     actor_idle_timeout_s: float = 5 * MINUTES
+    node_lease_ttl_s: float = 5 * SECONDS
+    workers: int = 0  # worker processes for `collab serve`; 0 = every core with Redis and a database URL, else 1
     login_per_ip_per_minute: int = 30
     login_per_account_per_minute: int = 10
     register_per_ip_per_hour: int = 30
@@ -90,6 +93,24 @@ class Settings:
     ws_max_queued_events: int = 1024
     ws_max_catchup_events: int = 1000
     ws_max_inflight_ops: int = 256
+    # Production edges: general rate limits, client addresses, CORS, compression, deadlines, metrics.
+    rest_per_user_per_minute: int = 1200
+    rest_user_burst: int = 200
+    rest_per_ip_per_minute: int = 600
+    rest_ip_burst: int = 100
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    gzip_min_bytes: int = 1 * KIB
+    request_timeout_s: float = 30 * SECONDS
+    shutdown_drain_s: float = 0 * SECONDS
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str = field(default="", repr=False)
+    # Attachments: files streamed to <data dir>/attachments (collab/storage/local_blobs.py).
+    max_upload_bytes: int = 25 * MIB
+    attachment_transfer_timeout_s: float = 10 * MINUTES
+    attachment_gc_grace_s: float = 60 * MINUTES
+    attachment_sweep_interval_s: float = 60 * MINUTES
 
     @property
     def production(self) -> bool:
@@ -183,6 +204,29 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128), normalized."""
+    networks = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name} must be a comma-separated list of CIDRs like 10.0.0.0/8, got {item!r}") from None
+    return tuple(networks)
+
+
+def _optional_port(name: str, raw: str) -> int | None:
+    return None if raw == "" else _int(0, 65535)(name, raw)
+
+
+def _token(name: str, raw: str) -> str:
+    if raw and (len(raw) < 16 or not raw.isprintable() or " " in raw):
+        raise ConfigError(f"{name} must be at least 16 printable characters without spaces")
+    return raw
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise ConfigError(f"{name} must not be empty")
@@ -225,6 +269,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "actor_max_batch": _int(1, 10_000),
     "actor_ask_timeout_s": _float(0.1, 600),
     "actor_idle_timeout_s": _float(0.1, 24 * 3600),
+    "node_lease_ttl_s": _float(1, 600),
+    "workers": _int(0, 256),
     "login_per_ip_per_minute": _int(1, 1_000_000),
     "login_per_account_per_minute": _int(1, 1_000_000),
     "register_per_ip_per_hour": _int(1, 1_000_000),
@@ -238,6 +284,22 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ws_max_queued_events": _int(8, 1_000_000),
     "ws_max_catchup_events": _int(1, 1_000_000),
     "ws_max_inflight_ops": _int(1, 100_000),
+    "rest_per_user_per_minute": _int(1, 100_000_000),
+    "rest_user_burst": _int(1, 100_000_000),
+    "rest_per_ip_per_minute": _int(1, 100_000_000),
+    "rest_ip_burst": _int(1, 100_000_000),
+    "trusted_proxies": _networks,
+    "cors_origins": _origins,
+    "gzip_min_bytes": _int(0, 64 * MIB),
+    "request_timeout_s": _float(1, 3600),
+    "shutdown_drain_s": _float(0, 600),
+    "metrics_port": _optional_port,
+    "metrics_host": _text,
+    "metrics_token": _token,
+    "max_upload_bytes": _int(1, 16 * 1024 * MIB),
+    "attachment_transfer_timeout_s": _float(1, 24 * 3600),
+    "attachment_gc_grace_s": _float(0, 30 * 24 * 3600),
+    "attachment_sweep_interval_s": _float(1, 30 * 24 * 3600),
 }
 
 ENV_PREFIX = "COLLAB_"
@@ -283,6 +345,8 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("COLLAB_DB_POOL_MIN must not exceed COLLAB_DB_POOL_MAX")
     if settings.production and settings.password_hashing != "argon2id":
         raise ConfigError("COLLAB_PASSWORD_HASHING=argon2id-fast-insecure is refused with COLLAB_ENV=production")
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise ConfigError("COLLAB_METRICS_PORT must differ from COLLAB_PORT (unset it to serve /metrics on the main port)")
     if settings.production and settings.database_url is None:
         raise ConfigError("COLLAB_DATABASE_URL is required with COLLAB_ENV=production (the embedded database is for development)")
 

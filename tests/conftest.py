@@ -48,13 +48,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fn = getattr(item, "obj", None)
         if inspect.iscoroutinefunction(fn) and not getattr(fn, "_collab_deadline", False):
-            item.obj = _with_deadline(fn)
+            marker = item.get_closest_marker("deadline")
+            item.obj = _with_deadline(fn, marker.args[0] if marker else TEST_DEADLINE_S)
 
 
-def _with_deadline(fn):  # type: ignore[no-untyped-def]
+def _with_deadline(fn, seconds: float):  # type: ignore[no-untyped-def]
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        with trio.fail_after(TEST_DEADLINE_S):
+        with trio.fail_after(seconds):
             return await fn(*args, **kwargs)
 
     wrapper._collab_deadline = True  # type: ignore[attr-defined]
@@ -109,6 +110,8 @@ def test_settings(database_url: str | None, data_dir: Path, **changes: object) -
         log_level="DEBUG",
         # Tests sign up and log in many users from 127.0.0.1; the limits have tests of their own.
         login_per_ip_per_minute=1_000_000, login_per_account_per_minute=1_000_000, register_per_ip_per_hour=1_000_000,
+        rest_per_user_per_minute=10_000_000, rest_user_burst=10_000_000,
+        rest_per_ip_per_minute=10_000_000, rest_ip_burst=10_000_000,
     )
     return base.replace(**changes)
 

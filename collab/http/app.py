@@ -11,18 +11,25 @@ from typing import Any, Awaitable, Callable
 import trio
 from quart_trio import QuartTrio
 
+from collab.http import routes_comments
+from collab.http import routes_attachments
+from collab.http import routes_web
 from collab.http import (
     routes_admin, routes_auth, routes_health, routes_notifications, routes_projects, routes_tasks, routes_users,
 )
 from collab.http.context import AppServices, install_request_hooks
+from collab.http.middleware import install_middleware
+from collab.http.multipart import MULTIPART_OVERHEAD_BYTES
 from collab.http.openapi import install_openapi
 from collab.http.problems import install_problem_handlers
+from collab.http.upload_body import stream_bodies_of
 from collab.http.ws_endpoint import route_websockets
 
 
 def create_app(services: AppServices) -> QuartTrio:
     settings = services.settings
-    app = QuartTrio("collab")
+    # No implicit /static route: the board's files are served by routes_web (CSP, ETags, content types).
+    app = QuartTrio("collab", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         BODY_TIMEOUT=settings.body_timeout_s,
@@ -32,10 +39,15 @@ def create_app(services: AppServices) -> QuartTrio:
     app.url_map.strict_slashes = False
     app.extensions["collab"] = services
     install_request_hooks(app)
+    install_middleware(app, settings)  # after the request hooks: auth, rate limits, CORS, CSP, gzip, deadline
+    # File uploads: streamed with backpressure under their own limit, not MAX_CONTENT_LENGTH (upload_body.py).
+    stream_bodies_of(app, {routes_attachments.UPLOAD_ENDPOINT: settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES},
+                     drain_deadline_s=settings.body_timeout_s)
     install_problem_handlers(app)
     install_openapi(app)
     for module in (
         routes_health, routes_auth, routes_users, routes_admin, routes_projects, routes_tasks, routes_notifications,
+        routes_comments, routes_attachments, routes_web,
     ):
         app.register_blueprint(module.blueprint)
     app.asgi_app = route_websockets(FinishLastSend(app.asgi_app), services)  # type: ignore[method-assign]

@@ -2,11 +2,15 @@
 
 :class:`AppServices` is what the composition root hands the HTTP layer.
 :func:`install_request_hooks` gives every request an id (a client's
-``X-Request-ID`` when it is sane, a fresh one otherwise), echoes it in the
-response, reads the body up front (within its cap) so that an early 401/403
-never leaves unread bytes on a keep-alive connection (STACK.md trap 9), adds
-security headers and writes one access-log line (method, route template,
-status, duration, user id; never the query string).
+``X-Request-ID`` when it is 1-128 characters of ``[A-Za-z0-9._:-]``, a fresh
+one otherwise), echoes it in the response and puts it on every log record of
+the request, reads the body up front (within its cap) so that an early
+401/403 never leaves unread bytes on a keep-alive connection (STACK.md trap
+9; file uploads are streamed instead, and drained by
+:mod:`collab.http.upload_body`), adds security headers and writes one
+access-log line (method, route template, status, duration, user id; never
+the path's ids or the query string) and counts the request in the metrics.
+Authentication and rate limits are :mod:`collab.http.middleware`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
 from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 
@@ -27,9 +32,13 @@ from collab.auth.service import AuthService, ClientInfo
 from collab.config import Settings
 from collab.domain.users import Principal
 from collab.errors import Unauthenticated
+from collab.http.client_address import ClientAddressResolver
+from collab.http.upload_body import is_streamed
 from collab.logs import request_id_var
 from collab.loop_monitor import LoopMonitor
+from collab.metrics import Metrics
 from collab.ratelimit import Limiter
+from collab.storage.blobs import BlobStore
 from collab.storage.database import Database
 
 access_log = logging.getLogger("collab.access")
@@ -39,9 +48,10 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Endpoints that answer without a token; every other route authenticates
 #: first, so an anonymous caller learns nothing (not even whether an id exists).
 PUBLIC_ENDPOINTS = frozenset({
-    "health.health", "health.api_health", "health.ping",
+    "health.health", "health.api_health", "health.ping", "health.ready",
     "auth.register", "auth.login", "auth.refresh",
     "openapi", "swagger_ui", "static",
+    "web.index", "web.static",  # the board's page and files (routes_web): no data in them
 })
 MAX_USER_AGENT_CHARS = 512
 
@@ -59,6 +69,15 @@ class AppServices:
     limiter: Limiter = field(default_factory=lambda: Limiter(None))
     loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
     started_at: float = field(default_factory=time.time)
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: trio.Event = field(default_factory=trio.Event)  # set when shutdown begins: /ready says 503
+    redis: Any = None  # collab.bus.redis_link.RedisLink when configured
+    client_addresses: ClientAddressResolver | None = None
+    blobs: BlobStore | None = None  # attachment files (collab/storage/blobs.py); None: uploads answer 503
+
+    def __post_init__(self) -> None:
+        if self.client_addresses is None:
+            self.client_addresses = ClientAddressResolver(self.settings.trusted_proxies if self.settings else ())
 
 
 def services() -> AppServices:
@@ -71,9 +90,16 @@ def client_info() -> ClientInfo:
 
 
 def client_ip() -> str | None:
-    """The peer address of the connection. (X-Forwarded-For from trusted proxies is not read yet.)"""
-    addr = request.remote_addr
-    return addr or None
+    """The client's address: the peer, or X-Forwarded-For behind ``COLLAB_TRUSTED_PROXIES`` (client_address.py)."""
+    cached = g.get("client_ip", "")
+    if cached != "":
+        return cached
+    resolver = services().client_addresses
+    if resolver is None or not resolver.trusts_proxies:
+        g.client_ip = request.remote_addr or None
+    else:
+        g.client_ip = resolver.resolve(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    return g.client_ip
 
 
 async def current_principal() -> Principal:
@@ -97,10 +123,8 @@ def install_request_hooks(app: QuartTrio) -> None:
         supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(8)
         request_id_var.set(g.request_id)
-        if request.method in _BODY_METHODS:
+        if request.method in _BODY_METHODS and not is_streamed(request):  # streamed: see upload_body.py
             await request.get_data(cache=True)
-        if request.url_rule is not None and request.endpoint not in PUBLIC_ENDPOINTS:
-            await current_principal()
 
     @app.after_request
     async def _finish(response: Response) -> Response:
@@ -114,14 +138,16 @@ def install_request_hooks(app: QuartTrio) -> None:
         started = g.get("started")
         principal = g.get("principal")
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        seconds = time.perf_counter() - started if started else 0.0
         access_log.info(
             "%s %s %d", request.method, rule, response.status_code,
             extra={
                 "method": request.method,
                 "route": rule,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "duration_ms": round(seconds * 1000, 2),
                 "user_id": str(principal.user_id) if principal else None,
             },
         )
+        services().metrics.observe_request(rule, request.method, response.status_code, seconds)
         return response

@@ -19,7 +19,7 @@ from quart_schema import tag as schema_tag
 from quart_trio import QuartTrio
 
 from collab import __version__
-from collab.http.schemas_out import Empty, Problem
+from collab.http.schemas_out import Empty, MetricsText, Problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,11 +42,17 @@ PROBLEM_DESCRIPTIONS = {
 }
 
 
+#: Problem statuses of every rate-limited route (collab/http/middleware.py): over the
+#: limit, and past the request deadline.
+_LIMITED = (429, 503)
+
+
 def api(
     *, tag: str, ok: Any = None, status: int = 200, body: Any = None, query: Any = None,
-    errors: Iterable[int] = (), auth: bool = True,
+    errors: Iterable[int] = (), auth: bool = True, limited: bool = True,
 ) -> Callable[[F], F]:
-    """Document one route. ``ok`` is the success model (None for 204)."""
+    """Document one route. ``ok`` is the success model (None for 204); ``limited=False``
+    for the probes and /metrics, which the general rate limit leaves alone."""
 
     def decorate(func: F) -> F:
         func = schema_tag([tag])(func)
@@ -61,6 +67,8 @@ def api(
         )
         if body is not None:
             codes.add(415)
+        if limited:
+            codes.update(_LIMITED)
         for code in sorted(codes):
             func = document_response(Problem, code)(func)
         if auth:
@@ -73,7 +81,7 @@ def api(
 
 
 class CollabOpenAPIProvider(OpenAPIProvider):
-    """Problems are served as application/problem+json; 204 responses have no body."""
+    """Problems are served as application/problem+json; 204 responses have no body; /metrics is text."""
 
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         response, definitions = super().build_response_object(model, headers_model)
@@ -82,6 +90,9 @@ class CollabOpenAPIProvider(OpenAPIProvider):
             response["description"] = "No content"
         elif model is Problem:
             response["content"] = {"application/problem+json": response["content"]["application/json"]}
+        elif model is MetricsText:
+            response["content"] = {"text/plain": {"schema": {"type": "string"}}}
+            response["description"] = "Prometheus text exposition format"
         return response, definitions
 
 

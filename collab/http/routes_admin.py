@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import time
+import uuid
+from datetime import datetime
 from typing import Literal
 
+import orjson
 import pydantic
 from quart import Blueprint, Response
 
 from collab.domain.users import Principal
-from collab.errors import Forbidden
+from collab.domain import activity
+from collab.errors import Forbidden, ValidationFailed
 from collab.http.context import current_principal, services
 from collab.http.inputs import Body, path_uuid, read_body, read_query
 from collab.http.responses import json_response, paginated
 from collab.http.routes_users import UserSearch
 from collab.http.openapi import api
-from collab.http.schemas_out import AdminMetrics, Page, Reset, UserPrivate
+from collab.http.schemas import MAX_PAGE_SIZE
+from collab.http.schemas_out import AdminLogPage, AdminMetrics, Page, Reset, UserPrivate
+from collab.storage import activity as activity_store
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 
@@ -53,7 +60,7 @@ async def set_active(user_id: str) -> Response:
     target = path_uuid(user_id, "user")
     if target == principal.user_id and not body.is_active:
         raise Forbidden("Admins cannot deactivate themselves")
-    user = await services().auth.set_active(target, body.is_active)
+    user = await services().auth.set_active(target, body.is_active, by=principal.user_id)
     return json_response(user.private_view())
 
 
@@ -65,8 +72,54 @@ async def set_roles(user_id: str) -> Response:
     target = path_uuid(user_id, "user")
     if target == principal.user_id and "admin" not in body.roles:
         raise Forbidden("Admins cannot remove their own admin role")
-    user = await services().auth.set_roles(target, tuple(sorted(set(body.roles))))
+    user = await services().auth.set_roles(target, tuple(sorted(set(body.roles))), by=principal.user_id)
     return json_response(user.private_view())
+
+
+class LogQuery(pydantic.BaseModel):
+    """Newest first; ``cursor`` continues from the previous page's ``next_cursor``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    limit: int = pydantic.Field(default=50, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = pydantic.Field(default=None, max_length=200)
+    project_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+
+
+def _log_cursor(raw: str) -> tuple[datetime, str]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        at, key = datetime.fromisoformat(data["t"]), data["k"]
+        if at.tzinfo is None or not isinstance(key, str) or len(key) > 100:
+            raise ValueError
+        return at, key
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise ValidationFailed.single("cursor", "Not a cursor this server issued", "cursor") from None
+
+
+@blueprint.get("/logs")
+@api(tag="admin", ok=AdminLogPage, query=LogQuery, errors=(403,))
+async def logs() -> Response:
+    """The global activity log: every project's changes and the audit trail, newest first."""
+    await require_admin()
+    q = read_query(LogQuery)
+    rows, names = await services().db.run(
+        activity_store.global_log, before=_log_cursor(q.cursor) if q.cursor else None, limit=q.limit + 1,
+        project_id=q.project_id, user_id=q.user_id, transaction=False,
+    )
+    page = rows[: q.limit]
+    data = [
+        activity.entry(r, names) | {"project_id": str(r["project_id"]) if r["project_id"] else None,
+                                    "project_name": r["project_name"]}
+        for r in page
+    ]
+    next_cursor = None
+    if len(rows) > q.limit:
+        last = page[-1]
+        next_cursor = base64.urlsafe_b64encode(
+            orjson.dumps({"t": last["created_at"].isoformat(), "k": last["key"]})
+        ).decode().rstrip("=")
+    return json_response({"data": data, "next_cursor": next_cursor})
 
 
 @blueprint.get("/metrics")

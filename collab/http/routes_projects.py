@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from quart import Blueprint, Response
 
 from collab.actors.project import ProjectActor
-from collab.domain import ops
+from collab.domain import activity, ops
 from collab.domain.model import ProjectRole
 from collab.domain.permissions import Action, may_create_projects, require
 from collab.domain.users import Principal
@@ -23,15 +23,16 @@ from collab.http.context import current_principal, services
 from collab.http.inputs import path_uuid, read_body, read_query
 from collab.http.responses import created, json_response, paginated
 from collab.http.schemas import (
-    ChangesQuery, MemberAddBody, MemberRoleBody, ProjectCreateBody, ProjectFields, ProjectQuery,
+    ActivityQuery, ChangesQuery, MemberAddBody, MemberRoleBody, ProjectCreateBody, ProjectFields, ProjectQuery,
 )
 from collab.http.writes import etag, idempotency_for, if_match_version, not_modified, write
 from collab.domain.views import project_payload
+from collab.storage import activity as activity_store
 from collab.storage import changelog
 from collab.storage import projects as store
 from collab.storage.queries import list_projects
 from collab.http.openapi import api
-from collab.http.schemas_out import Changes, Member, MemberList, Page, Project
+from collab.http.schemas_out import ActivityPage, Changes, Member, MemberList, Page, Project
 
 blueprint = Blueprint("projects", __name__, url_prefix="/api/v1/projects")
 
@@ -197,3 +198,19 @@ async def changes(project_id: str) -> Response:
     last = events[-1]["seq"] if events else query.since
     seq = actor.state.seq  # type: ignore[union-attr]
     return json_response({"data": events, "seq": seq, "next_since": last, "has_more": last < seq})
+
+
+@blueprint.get("/<project_id>/activity")
+@api(tag="projects", ok=ActivityPage, query=ActivityQuery, errors=(403, 404))
+async def activity_feed(project_id: str) -> Response:
+    """A human-readable feed built from the change log, newest first."""
+    principal = await current_principal()
+    pid = path_uuid(project_id, "project")
+    await readable_project(pid, principal)
+    query = read_query(ActivityQuery)
+    rows, names = await services().db.run(
+        activity_store.project_events, pid, before=query.before, limit=query.limit, transaction=False,
+    )
+    entries = [activity.entry(r, names) for r in rows]
+    next_before = rows[-1]["seq"] if len(rows) == query.limit and rows[-1]["seq"] > 1 else None
+    return json_response({"data": entries, "next_before": next_before})

@@ -14,13 +14,12 @@ from quart import Blueprint, Response
 
 from collab.domain import ops
 from collab.domain.model import TaskStatus
-from collab.domain.permissions import Action, require
 from collab.domain.views import task_view
-from collab.errors import NotFound
 from collab.http.context import current_principal, services
 from collab.http.inputs import path_uuid, read_body, read_query
 from collab.http.responses import json_response, paginated
 from collab.http.schemas import TaskAssignBody, TaskCreateBody, TaskFields, TaskMoveBody, TaskQuery, TaskStatusBody
+from collab.http.task_access import readable_task
 from collab.http.writes import etag, if_match_version, not_modified, write
 from collab.storage.queries import TaskFilter, list_tasks
 from collab.http.openapi import api
@@ -70,25 +69,11 @@ async def create() -> Response:
 @blueprint.get("/<task_id>")
 @api(tag="tasks", ok=Task, errors=(403, 404))
 async def get(task_id: str) -> Response:
-    principal = await current_principal()
-    tid = path_uuid(task_id, "task")
-    registry = services().registry
-    actor = await registry.read(await registry.project_of_task(tid))
-    state = actor.state
-    if state is None or state.deleted:
-        raise NotFound("No such task")
-    require(principal, state.members.get(principal.user_id), Action.READ)
-    task = state.tasks.get(tid)
-    if task is None:
-        raise NotFound("No such task")
+    found = await readable_task(task_id)
+    task = found.task
     if not_modified(task.version):
         return Response(b"", status=304, headers={"ETag": etag(task.version)})
-
-    def name_of(user_id: uuid.UUID) -> str | None:
-        member = state.members.get(user_id)
-        return member.username if member else actor.name_of(user_id)
-
-    return json_response(task_view(task, state.project.name, name_of), headers={"ETag": etag(task.version)})
+    return json_response(task_view(task, found.state.project.name, found.name_of), headers={"ETag": etag(task.version)})
 
 
 async def _task_write(task_id: str, make_op, *, success_status: int = 200) -> Response:  # type: ignore[no-untyped-def]

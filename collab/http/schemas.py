@@ -169,5 +169,22 @@ class ChangesQuery(pydantic.BaseModel):
     limit: Annotated[int, pydantic.Field(ge=1, le=1000)] = 100
 
 
+CommentContent = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=10_000)]
+
+
+class CommentBody(Body):
+    """A comment's Markdown source (stored as text, never rendered to HTML by the server)."""
+
+    content: CommentContent
+
+
+class ActivityQuery(pydantic.BaseModel):
+    """Newest first; ``before`` is the seq to continue below (the previous page's ``next_before``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    before: Annotated[int, pydantic.Field(ge=1, le=2**63 - 1)] | None = None
+    limit: Annotated[int, pydantic.Field(ge=1, le=MAX_PAGE_SIZE)] = 50
+
+
 class NotificationQuery(Paging):
     is_read: bool | None = None

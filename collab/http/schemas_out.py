@@ -111,11 +111,25 @@ class PasswordChanged(Out):
     other_sessions_ended: int
 
 
+class HealthServices(Out):
+    database: Literal["up", "down"]
+    cache: Literal["up", "down", "disabled"]
+    rate_limiter: Literal["memory", "redis", "fallback"]  # fallback: Redis is configured but unreachable
+
+
 class Health(Out):
     status: Literal["ok", "degraded", "unavailable"]
     timestamp: datetime
     version: str
-    services: dict[str, Literal["up", "down", "disabled"]]
+    services: HealthServices
+
+
+class Ready(Out):
+    status: Literal["ready", "draining"]
+
+
+class MetricsText(Out):
+    """Marker: the Prometheus text exposition (documented as text/plain, see openapi.py)."""
 
 
 class Pong(Out):
@@ -207,6 +221,47 @@ class AdminMetrics(Out):
     websockets: dict[str, int]
 
 
+class Comment(Out):
+    id: uuid.UUID
+    task_id: uuid.UUID
+    user_id: uuid.UUID
+    username: str | None
+    content: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ActivityActor(Out):
+    id: uuid.UUID
+    username: str | None
+
+
+class ActivityEntry(Out):
+    seq: int | None
+    kind: str
+    created_at: datetime
+    actor: ActivityActor | None
+    task_id: uuid.UUID | None
+    task_title: str | None
+    summary: str
+    changes: dict[str, Any]
+
+
+class ActivityPage(Out):
+    data: list[ActivityEntry]
+    next_before: int | None
+
+
+class AdminLogEntry(ActivityEntry):
+    project_id: uuid.UUID | None
+    project_name: str | None
+
+
+class AdminLogPage(Out):
+    data: list[AdminLogEntry]
+    next_cursor: str | None
+
+
 class Reset(Out):
     reset: bool
 
@@ -217,7 +272,7 @@ class Empty(Out):
 
 class Notification(Out):
     id: uuid.UUID
-    type: Literal["task_assigned", "task_completed", "mentioned", "added_to_project"]
+    type: Literal["task_assigned", "task_completed", "commented", "mentioned", "added_to_project"]
     title: str
     message: str
     project_id: uuid.UUID | None

@@ -9,8 +9,11 @@ the query string is never logged); without one, the first frame must be
 either side closes.
 
 Limits: messages over ``COLLAB_WS_MAX_MESSAGE_BYTES`` close with 1009
-(hypercorn); more than ``COLLAB_WS_MESSAGES_PER_S`` (with a burst allowance)
-get ``rate_limited`` errors and, if it goes on, close 4003; nothing received
+(hypercorn); more than ``COLLAB_WS_MESSAGES_PER_S`` per user (with a burst of
+``COLLAB_WS_MESSAGE_BURST``; counted by the shared rate limiter, so across
+every socket of the user on every node when Redis is configured) get
+``rate_limited`` errors and, after :data:`MAX_RATE_STRIKES` in a row, close
+4003; nothing received
 for ``COLLAB_WS_IDLE_TIMEOUT_S`` closes 4002; more than
 ``COLLAB_WS_MAX_SOCKETS_PER_USER`` sockets close 4503. Invalid frames get
 ``error`` frames; many in a row close 4500.
@@ -22,7 +25,6 @@ websocket wrapper costs measurable throughput on it (STACK.md).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,6 +38,7 @@ from collab.errors import CollabError
 from collab.protocol import frames as wire
 from collab.protocol import server_frames as frames
 from collab.protocol.server_frames import CloseCode
+from collab.ratelimit import Limiter, Policy
 
 log = logging.getLogger("collab.ws")
 
@@ -46,21 +49,10 @@ MAX_RATE_STRIKES = 50
 ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
-class TokenBucket:
-    """``rate_per_s`` messages per second with a burst of ``burst``."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate, self.capacity = rate_per_s, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
+def message_policy(settings: Any) -> Policy:
+    """The per-user WebSocket message policy: ``ws_messages_per_s`` with a burst of ``ws_message_burst``."""
+    per_minute = max(1, round(settings.ws_messages_per_s * 60))
+    return Policy("ws-messages", per_minute, 60, max(1, min(settings.ws_message_burst, per_minute)))
 
 
 def route_websockets(http_app: ASGIApp, services: Any) -> ASGIApp:
@@ -111,7 +103,7 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if hub.closing:
+    if hub.closing or services.draining.is_set():
         await _refuse_handshake(send, 503, "unavailable", "The server is shutting down; retry", {"retry-after": "2"})
         return
     if not origin_allowed(scope, settings.ws_allowed_origins):
@@ -133,10 +125,10 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
     user = await services.auth.get_user(principal.user_id)
     # No await from these checks to hub.register(): concurrent sockets cannot all pass.
     if hub.closing:
-        await _close(send, CloseCode.GOING_AWAY, "server shutting down")
+        await _close(hub, send, CloseCode.GOING_AWAY, "server shutting down")
         return
     if hub.sockets_of(principal.user_id) >= settings.ws_max_sockets_per_user:
-        await _close(send, CloseCode.TOO_MANY_SOCKETS, "too many sockets for this user")
+        await _close(hub, send, CloseCode.TOO_MANY_SOCKETS, "too many sockets for this user")
         return
     session = WsSession(
         principal, hub, send, SessionLimits(max_queued_events=settings.ws_max_queued_events), clock=hub.clock,
@@ -161,7 +153,7 @@ async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], se
                 max_catchup_events=settings.ws_max_catchup_events, max_inflight_ops=settings.ws_max_inflight_ops,
                 ask_timeout_s=settings.actor_ask_timeout_s,
             )
-            disconnected = await _read(session, dispatcher, receive, settings)
+            disconnected = await _read(session, dispatcher, receive, settings, services.limiter)
             nursery.cancel_scope.cancel()
         if not disconnected:
             await _drain(receive)
@@ -180,8 +172,12 @@ async def _writer(session: WsSession, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any) -> bool:
-    bucket = TokenBucket(settings.ws_messages_per_s, settings.ws_message_burst)
+async def _read(
+    session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any, limiter: Limiter,
+) -> bool:
+    policy = message_policy(settings)
+    key = f"ws:user:{session.principal.user_id}"
+    hub = session.hub
     bad_in_a_row = rate_strikes = 0
     while session.close_code is None:
         with trio.move_on_after(settings.ws_idle_timeout_s) as idle:
@@ -193,7 +189,8 @@ async def _read(session: WsSession, dispatcher: FrameDispatcher, receive: Callab
             return True
         if message["type"] != "websocket.receive":
             continue
-        if not bucket.take():
+        hub.frames_received += 1
+        if not (await limiter.hit(key, policy)).allowed:
             rate_strikes += 1
             session.send_control(frames.error(
                 _request_id(message), "rate_limited", "Too many messages; slow down and resend", True,
@@ -264,7 +261,7 @@ async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any
             await hub.closing_event.wait()
             race.cancel_scope.cancel()
         if message is None:  # shutdown began
-            await _close(send, CloseCode.GOING_AWAY, "server shutting down")
+            await _close(hub, send, CloseCode.GOING_AWAY, "server shutting down")
             return None
         if message["type"] != "websocket.receive":
             return None
@@ -273,17 +270,19 @@ async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any
         except wire.ProtocolError:
             frame = None
         if not isinstance(frame, wire.AuthFrame):
-            await _close(send, CloseCode.UNAUTHENTICATED, "send auth {token} first")
+            await _close(hub, send, CloseCode.UNAUTHENTICATED, "send auth {token} first")
             return None
         try:
             return await services.auth.authenticate(frame.token)
         except CollabError:
-            await _close(send, CloseCode.UNAUTHENTICATED, "invalid or expired token")
+            await _close(hub, send, CloseCode.UNAUTHENTICATED, "invalid or expired token")
             return None
-    await _close(send, CloseCode.UNAUTHENTICATED, "no auth frame in time")
+    await _close(hub, send, CloseCode.UNAUTHENTICATED, "no auth frame in time")
     return None
 
 
-async def _close(send: Callable[..., Any], code: int, reason: str) -> None:
+async def _close(hub: Any, send: Callable[..., Any], code: int, reason: str) -> None:
+    """Close a socket that has no session (yet): counted like a session's close."""
+    hub.record_close(int(code))
     with trio.move_on_after(5):
         await send({"type": "websocket.close", "code": int(code), "reason": reason})

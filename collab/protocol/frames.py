@@ -120,9 +120,32 @@ class MemberRemoveOp(_Frame):
     user_id: uuid.UUID
 
 
+CommentContent = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=10_000)]
+
+
+class CommentAddOp(_Frame):
+    kind: Literal["comment.add"]
+    task_id: uuid.UUID
+    comment_id: uuid.UUID | None = None  # clients may choose the id (so a resend names the same comment)
+    content: CommentContent
+
+
+class CommentEditOp(_Frame):
+    kind: Literal["comment.edit"]
+    task_id: uuid.UUID
+    comment_id: uuid.UUID
+    content: CommentContent
+
+
+class CommentDeleteOp(_Frame):
+    kind: Literal["comment.delete"]
+    task_id: uuid.UUID
+    comment_id: uuid.UUID
+
+
 WireOp = Annotated[
     Union[TaskCreateOp, TaskUpdateOp, TaskMoveOp, TaskTagsOp, TaskAssignOp, TaskDeleteOp,
-          ProjectUpdateOp, MemberUpdateOp, MemberRemoveOp],
+          ProjectUpdateOp, MemberUpdateOp, MemberRemoveOp, CommentAddOp, CommentEditOp, CommentDeleteOp],
     pydantic.Field(discriminator="kind"),
 ]
 
@@ -149,6 +172,12 @@ def to_domain_op(op: Any) -> ops.Op:
         return ops.MemberUpdate(op.user_id, ProjectRole(op.role))
     if isinstance(op, MemberRemoveOp):
         return ops.MemberRemove(op.user_id)
+    if isinstance(op, CommentAddOp):
+        return ops.CommentAdd(op.task_id, op.comment_id or uuid.uuid4(), op.content)
+    if isinstance(op, CommentEditOp):
+        return ops.CommentEdit(op.task_id, op.comment_id, op.content)
+    if isinstance(op, CommentDeleteOp):
+        return ops.CommentDelete(op.task_id, op.comment_id)
     raise TypeError(f"not a wire op: {op!r}")
 
 

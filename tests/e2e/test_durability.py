@@ -50,6 +50,9 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
         "COLLAB_DATA_DIR": str(data_dir),
         "COLLAB_PASSWORD_HASHING": "argon2id-fast-insecure",
         "COLLAB_JWT_SECRET": JWT_SECRET,
+        # One test client makes every request: the general REST limits have tests of their own.
+        "COLLAB_REST_PER_USER_PER_MINUTE": "10000000", "COLLAB_REST_USER_BURST": "10000000",
+        "COLLAB_REST_PER_IP_PER_MINUTE": "10000000", "COLLAB_REST_IP_BURST": "10000000",
     })
     return env
 
@@ -91,14 +94,18 @@ class _Lines:
 
 
 @asynccontextmanager
-async def open_collab_server(database_url: str, data_dir: Path) -> AsyncIterator[CollabProcess]:
+async def open_collab_server(
+    database_url: str, data_dir: Path, env: dict[str, str] | None = None,
+) -> AsyncIterator[CollabProcess]:
     """`collab serve --port 0` as a child process; yields once it listens, kills it on exit.
+
+    ``env`` adds or overrides ``COLLAB_*`` variables of :func:`server_env`.
 
     Its stderr is read to the end by a task of this block, so the pipe never
     fills whatever the log volume.
     """
     process = await trio.lowlevel.open_process(
-        [collab_executable(), "serve", "--port", "0"], env=server_env(database_url, data_dir),
+        [collab_executable(), "serve", "--port", "0"], env=server_env(database_url, data_dir) | (env or {}),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     server = CollabProcess(process)

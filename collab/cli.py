@@ -13,6 +13,7 @@ import argparse
 import getpass
 import logging
 import sys
+from functools import partial
 from typing import Any, Awaitable, Callable, Sequence
 
 import trio
@@ -35,9 +36,11 @@ _EXPECTED = (ConfigError, CollabError, SchemaError, EmbeddedDatabaseError, OSErr
 def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (flags override COLLAB_* environment variables)")
     group.add_argument("--env", help=f"development, production or test [{env_var('env')}]")
-    group.add_argument("--database-url", help=f"postgresql://... ; embedded PostgreSQL when unset [{env_var('database_url')}]")
+    group.add_argument("--database-url",
+                       help=f"postgresql://... ; embedded PostgreSQL when unset [{env_var('database_url')}]")
     group.add_argument("--redis-url", help=f"redis://... ; in-process when unset [{env_var('redis_url')}]")
-    group.add_argument("--data-dir", help=f"embedded database, dev JWT secret, uploads (default ./.collab) [{env_var('data_dir')}]")
+    group.add_argument("--data-dir",
+                       help=f"embedded database, dev JWT secret, uploads (default ./.collab) [{env_var('data_dir')}]")
     group.add_argument("--log-level", help=f"DEBUG, INFO, WARNING, ERROR [{env_var('log_level')}]")
     group.add_argument("--log-format", help=f"text or json (json in production) [{env_var('log_format')}]")
 
@@ -56,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"interface to listen on (default 127.0.0.1) [{env_var('host')}]")
     serve.add_argument("--port", help=f"port to listen on (default 8000; 0 = any free port) [{env_var('port')}]")
     serve.add_argument("--no-migrate", dest="migrate_on_start", action="store_const", const=False,
-                       help=f"do not apply migrations at start; refuse to start on a pending schema [{env_var('migrate_on_start')}]")
-    serve.add_argument("--shutdown-grace-s", help=f"seconds in-flight requests get at shutdown (default 10) [{env_var('shutdown_grace_s')}]")
-    serve.add_argument("--max-body-bytes", help=f"largest JSON body accepted (default 1 MiB) [{env_var('max_body_bytes')}]")
+                       help="do not apply migrations at start; refuse to start on a pending schema "
+                            f"[{env_var('migrate_on_start')}]")
+    serve.add_argument("--shutdown-grace-s",
+                       help=f"seconds in-flight requests get at shutdown (default 10) [{env_var('shutdown_grace_s')}]")
+    serve.add_argument("--max-body-bytes",
+                       help=f"largest JSON body accepted (default 1 MiB) [{env_var('max_body_bytes')}]")
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes (nodes) on one port; default: every core when COLLAB_REDIS_URL and "
                             "COLLAB_DATABASE_URL are set, else 1")
@@ -69,14 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations and exit",
-                                  description="Apply pending migrations (serialized across processes by an advisory lock).")
+                                  description="Apply pending migrations "
+                                              "(serialized across processes by an advisory lock).")
     _add_common(migrate)
 
     user = commands.add_parser("user", help="manage users", description="Manage users.")
     user_commands = user.add_subparsers(dest="user_command", metavar="SUBCOMMAND")
     create = user_commands.add_parser(
         "create", help="create a user (the way to make the first admin)",
-        description="Create a user. The password is read from a prompt, or from the first line of stdin when it is not a terminal.",
+        description="Create a user. The password is read from a prompt, "
+                    "or from the first line of stdin when it is not a terminal.",
     )
     create.add_argument("--email", required=True)
     create.add_argument("--username", required=True)
@@ -122,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (EOFError, KeyboardInterrupt):
             print("collab: no password given", file=sys.stderr)
             return EXIT_USAGE
-        action: Callable[[], Awaitable[Any]] = lambda: _create_user(settings, args, password)
+        action: Callable[[], Awaitable[Any]] = partial(_create_user, settings, args, password)
     elif args.command == "migrate":
-        action = lambda: _migrate(settings)
+        action = partial(_migrate, settings)
     else:
         from collab.server import serve_until_signalled
         from collab.workers import check_workers, default_workers, run_workers
@@ -142,11 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return status
                 overrides = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
                 return run_workers(settings, workers, overrides)
-        action = lambda: serve_until_signalled(settings, args.listen_fd)
+        action = partial(serve_until_signalled, settings, args.listen_fd)
         if args.demo:
             from collab.demo import serve_demo
 
-            action = lambda: serve_demo(settings)
+            action = partial(serve_demo, settings)
 
     with configure_logging(settings.log_level, settings.log_format):
         return _run(action)

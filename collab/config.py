@@ -69,7 +69,7 @@ class Settings:
     migrate_on_start: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
-    password_hashing: str = "argon2id"
+    password_hashing: str = "argon2id"  # noqa: S105 - an algorithm name, not a secret
     password_hash_concurrency: int = 2
     registration_role: str = "manager"
     auth_cache_ttl_s: float = 60 * SECONDS
@@ -119,7 +119,9 @@ class Settings:
     @property
     def database_label(self) -> str:
         """The database URL with any password removed, safe to log."""
-        return redact_url(self.database_url) if self.database_url else f"embedded PostgreSQL in {self.data_dir / 'postgres'}"
+        if self.database_url:
+            return redact_url(self.database_url)
+        return f"embedded PostgreSQL in {self.data_dir / 'postgres'}"
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -200,7 +202,9 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     for origin in origins:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise ConfigError(f"{name} must be a comma-separated list of origins like https://app.example.com, got {origin!r}")
+            raise ConfigError(
+                f"{name} must be a comma-separated list of origins like https://app.example.com, got {origin!r}"
+            )
     return origins
 
 
@@ -343,12 +347,16 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
 def _check_consistency(settings: Settings) -> None:
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("COLLAB_DB_POOL_MIN must not exceed COLLAB_DB_POOL_MAX")
-    if settings.production and settings.password_hashing != "argon2id":
+    if settings.production and settings.password_hashing != "argon2id":  # noqa: S105 - an algorithm name
         raise ConfigError("COLLAB_PASSWORD_HASHING=argon2id-fast-insecure is refused with COLLAB_ENV=production")
     if settings.metrics_port and settings.metrics_port == settings.port:
-        raise ConfigError("COLLAB_METRICS_PORT must differ from COLLAB_PORT (unset it to serve /metrics on the main port)")
+        raise ConfigError(
+            "COLLAB_METRICS_PORT must differ from COLLAB_PORT (unset it to serve /metrics on the main port)"
+        )
     if settings.production and settings.database_url is None:
-        raise ConfigError("COLLAB_DATABASE_URL is required with COLLAB_ENV=production (the embedded database is for development)")
+        raise ConfigError(
+            "COLLAB_DATABASE_URL is required with COLLAB_ENV=production (the embedded database is for development)"
+        )
 
 
 def _resolve_jwt_secret(settings: Settings, raw: str | None) -> bytes:
@@ -358,7 +366,9 @@ def _resolve_jwt_secret(settings: Settings, raw: str | None) -> bytes:
             raise ConfigError(f"COLLAB_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)}")
         return secret
     if settings.production:
-        raise ConfigError(f"COLLAB_JWT_SECRET is required with COLLAB_ENV=production (at least {MIN_SECRET_BYTES} bytes)")
+        raise ConfigError(
+            f"COLLAB_JWT_SECRET is required with COLLAB_ENV=production (at least {MIN_SECRET_BYTES} bytes)"
+        )
     return _development_secret(settings.data_dir)
 
 
@@ -377,5 +387,7 @@ def _development_secret(data_dir: Path) -> bytes:
     except OSError as exc:
         raise ConfigError(f"cannot keep the development JWT secret in {path}: {exc.strerror}") from None
     if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"{path} holds a JWT secret shorter than {MIN_SECRET_BYTES} bytes; delete it to make a new one")
+        raise ConfigError(
+            f"{path} holds a JWT secret shorter than {MIN_SECRET_BYTES} bytes; delete it to make a new one"
+        )
     return secret

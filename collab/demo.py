@@ -46,7 +46,7 @@ from collab.storage import users as user_store
 
 log = logging.getLogger(__name__)
 
-DEMO_PASSWORD = "collab-demo"
+DEMO_PASSWORD = "collab-demo"  # noqa: S105 - the demo accounts' published password (collab serve --demo)
 PROJECT_ID = uuid.UUID("6d656d6f-0000-4000-8000-000000000001")
 PROJECT_NAME = "Website relaunch"
 PROJECT_DESCRIPTION = "Ship the new marketing site and the self-serve sign-up by the end of the quarter."
@@ -97,7 +97,8 @@ TASKS: tuple[tuple[str, str, str, tuple[str, ...], int | None, str | None, str, 
     ("Load test the sign-up flow", "todo", "high", ("qa", "perf"), 16, "bob", "alice", None),
     ("Legal review of the terms page", "in_review", "medium", ("legal",), -1, "alice", "bob",
      "Overdue: legal asked for two more days."),
-    ("Old careers page", "cancelled", "low", ("content",), None, None, "alice", "Moved to the hiring platform instead."),
+    ("Old careers page", "cancelled", "low", ("content",), None, None, "alice",
+     "Moved to the hiring platform instead."),
     ("Chatbot on every page", "cancelled", "low", ("marketing",), None, None, "bob", None),
     ("Set up uptime monitoring", "done", "medium", ("infra",), -3, "bob", "bob", None),
 )
@@ -219,7 +220,8 @@ async def _announce(settings: Settings, report: DemoReport) -> None:
     if not settings.port:
         print(banner(report, None), flush=True)
         return
-    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    # Compares with the wildcard addresses (to connect to loopback instead); binds nothing.
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104  # nosec B104
     with trio.move_on_after(BANNER_WAIT_S):
         while True:
             try:

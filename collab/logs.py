@@ -56,8 +56,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            doc["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            doc["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value

@@ -71,7 +71,8 @@ class Metrics:
             ["route", "method", "status"], registry=self.registry,
         )
         self._http_seconds = Histogram(
-            "collab_http_request_duration_seconds", "Time from the request's arrival to its response, by route template",
+            "collab_http_request_duration_seconds",
+            "Time from the request's arrival to its response, by route template",
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self._batch_size = Histogram(

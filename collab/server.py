@@ -97,7 +97,7 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             log.info("redis: not configured; rate limits and fan-out stay in this process")
 
         hasher = PasswordHasher(
-            ARGON2_OWASP if settings.password_hashing == "argon2id" else ARGON2_TEST,
+            ARGON2_OWASP if settings.password_hashing == "argon2id" else ARGON2_TEST,  # noqa: S105 - an algorithm name
             max_concurrent=settings.password_hash_concurrency,
         )
         await hasher.verify_dummy("")  # makes the dummy hash now, not in the first login
@@ -121,15 +121,17 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
         stack.callback(cluster.cancel_scope.cancel)
         await cluster.start(ownership.run)
         cluster_bus = ClusterBus(redis, ownership.node_id) if redis is not None else None
-        notify = hub.push_notifications
+        notify: Callable[[Sequence[Notification]], None] = hub.push_notifications
         if cluster_bus is not None:
             await cluster.start(cluster_bus.run)
             hub.on_presence_change = cluster_bus.publish_presence
             cluster.start_soon(_refresh_presence, hub)
 
-            def notify(notes: Sequence[Notification]) -> None:
+            def notify_cluster(notes: Sequence[Notification]) -> None:
                 hub.push_notifications(notes)
                 cluster_bus.publish_notifications(notes)
+
+            notify = notify_cluster
         log.info("node %s (%s)", ownership.node_id, "standalone" if cluster_bus is None else "cluster over Redis")
         registry = await stack.enter_async_context(open_registry(db, RegistryOptions(
             inbox_size=settings.actor_inbox_size, max_batch=settings.actor_max_batch,
@@ -185,7 +187,7 @@ def hypercorn_config(settings: Settings, listen_fd: int | None = None) -> Hyperc
     config.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace_s
     config.keep_alive_timeout = settings.keep_alive_timeout_s
-    config.read_timeout = settings.body_timeout_s
+    config.read_timeout = settings.body_timeout_s  # type: ignore[assignment]  # seconds, fractions too (trio.fail_after)
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_concurrent_streams = 100
     config.h2_max_header_list_size = 16 * 1024
@@ -238,11 +240,15 @@ async def serve(
                 await shutdown_trigger()
                 services.draining.set()  # /ready answers 503 from now on; responses say Connection: close
                 if settings.shutdown_drain_s > 0:
-                    log.info("draining: still serving for %.1f s while load balancers notice /ready", settings.shutdown_drain_s)
+                    log.info(
+                        "draining: still serving for %.1f s while load balancers notice /ready",
+                        settings.shutdown_drain_s,
+                    )
                     await trio.sleep(settings.shutdown_drain_s)
                 stopping.set()
                 services.hub.shutdown()  # every socket gets 4000 (reconnect) before hypercorn drains
 
+            assert services.blobs is not None  # open_services always makes the store
             async with trio.open_nursery() as background:
                 await background.start(services.loop_monitor.run)
                 await background.start(services.hub.clock.run)

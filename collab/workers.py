@@ -96,7 +96,10 @@ def run_workers(settings: Settings, workers: int, overrides: dict[str, Any]) -> 
         own = {"COLLAB_WORKER_SLOT": str(slot)}
         if settings.metrics_port:  # each worker's metrics on a port of its own: metrics_port + slot
             own[env_var("metrics_port")] = str(settings.metrics_port + slot)
-        return subprocess.Popen(command, env=env | own, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL)
+        # Our own interpreter and arguments (no shell): sys.executable -m collab serve ...
+        return subprocess.Popen(  # noqa: S603
+            command, env=env | own, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL,
+        )
 
     children = [start(i) for i in range(workers)]
     restarts = [0] * workers

@@ -58,7 +58,7 @@ def fold_records(actor: ProjectActor, records: list[EventRecord]) -> tuple[list[
     state = actor.state
     if state is None:
         return [], False
-    applied = []
+    applied: list[EventRecord] = []
     for record in records:
         seq = record.event.seq
         if seq <= state.seq:
@@ -98,7 +98,7 @@ async def catch_up(db: Database, actor: ProjectActor) -> list[EventRecord]:
         since = rows[-1]["seq"]
     await actor.load_as_follower()
     actor.seq_advanced()
-    return [r for r in missed if r.event.seq <= actor.state.seq]  # type: ignore[union-attr]
+    return [r for r in missed if r.event.seq <= actor.state.seq]
 
 
 # --- forwarding -------------------------------------------------------------------------
@@ -148,7 +148,7 @@ async def forward(registry: "ActorRegistry", slot: "_Slot", batch: list[Command]
             continue  # the same owner is alive but slow: keep asking until the deadline
         retry: list[Command] = []
         highest = 0
-        for command, reply in zip(batch, replies):
+        for command, reply in zip(batch, replies, strict=False):
             if "err" in reply and isinstance(reply["err"], NotOwner):
                 retry.append(command)
             elif "err" in reply:

@@ -98,7 +98,9 @@ class Hub:
             return
         for record in records:
             e = record.event
-            text = frames.encode(frames.event(project_id, e.seq, e.kind, e.payload, record.actor_id, record.client_op_id))
+            text = frames.encode(
+                frames.event(project_id, e.seq, e.kind, e.payload, record.actor_id, record.client_op_id)
+            )
             for session in list(subscribers):
                 session.deliver(project_id, e.seq, text)
                 self.frames_enqueued += 1

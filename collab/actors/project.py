@@ -2,8 +2,9 @@
 
 Every change to a project, from REST or WebSocket, is a :class:`Command` in
 this actor's bounded inbox. Its supervisor (registry.py) hands it up to
-``max_batch`` queued commands at a time; :meth:`ProjectActor.process` applies them in order to a :class:`Draft` with the pure
-rules of :mod:`collab.domain.rules`, writes the batch's events and rows in ONE
+``max_batch`` queued commands at a time; :meth:`ProjectActor.process` applies
+them in order to a :class:`Draft` with the pure rules of
+:mod:`collab.domain.rules`, writes the batch's events and rows in ONE
 transaction with the seq fence (group commit), and only then folds the draft
 into its state, replies to each caller and hands the events to ``publish``.
 
@@ -29,7 +30,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import trio
 
@@ -226,7 +227,9 @@ class ProjectActor:
                 _reply(command, replay)
                 continue
             checkpoint = draft.checkpoint()
-            previous_comment = draft.comments.get(command.op.comment_id) if isinstance(command.op, CommentEdit) else None
+            previous_comment = (
+                draft.comments.get(command.op.comment_id) if isinstance(command.op, CommentEdit) else None
+            )
             try:
                 events = apply(draft, command.op, command.caller, now)
             except CollabError as error:
@@ -240,7 +243,9 @@ class ProjectActor:
             outcome = Accepted(seq=draft.seq, events=tuple(events), result=result)
             accepted.append((command, outcome))
             if command.idempotency is not None:
-                in_batch[(command.caller.user_id, command.idempotency.key)] = (command.idempotency.request_hash, outcome)
+                in_batch[(command.caller.user_id, command.idempotency.key)] = (
+                    command.idempotency.request_hash, outcome,
+                )
             # The op id goes on the command's last event (unique per project and user).
             records.extend(
                 store.EventRecord(e, command.caller.user_id, command.client_op_id if i == len(events) - 1 else None)
@@ -273,7 +278,9 @@ class ProjectActor:
                     raise Unavailable("The commit did not finish in time; retry")
             except CollabError as error:
                 self.stats.failed_commits += 1
-                log.warning("commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail)
+                log.warning(
+                    "commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail,
+                )
                 await self.load()
                 if isinstance(error, store.CommitRejected) and len(accepted) > 1:
                     # PostgreSQL refused some data the rules let through: commit the
@@ -296,7 +303,9 @@ class ProjectActor:
         draft.commit()
         for record in records:
             if record.client_op_id and record.actor_id:
-                self.op_ids.add(changelog.AppliedOp(record.actor_id, record.client_op_id, record.event.seq, record.event.task_id))
+                self.op_ids.add(changelog.AppliedOp(
+                    record.actor_id, record.client_op_id, record.event.seq, record.event.task_id,
+                ))
         for command, outcome in accepted:
             if command.client_op_id and not outcome.events:
                 # A no-op leaves no event to carry its id: remember it here so a resend
@@ -334,7 +343,7 @@ class ProjectActor:
 
     def _replay(
         self, command: Command, in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]]
-    ) -> Reply | str | None:
+    ) -> Reply | Literal["repeat"] | None:
         """The answer for a repeated Idempotency-Key: a replay, a rejection,
         ``"repeat"`` (same request earlier in this batch: answer after commit), or None."""
         if command.idempotency is None:

@@ -303,7 +303,9 @@ class ActorRegistry:
                 except Exception as exc:  # noqa: BLE001 - supervision: log, restart or give up
                     now = time.monotonic()
                     slot.crashes = [t for t in slot.crashes if now - t < self._options.restart_window_s] + [now]
-                    log.error("project actor %s crashed (%d in window)", slot.project_id, len(slot.crashes), exc_info=exc)
+                    log.error(
+                        "project actor %s crashed (%d in window)", slot.project_id, len(slot.crashes), exc_info=exc,
+                    )
                     if len(slot.crashes) > self._options.max_restarts:
                         self._forget(slot)
                         self._fail_queued(slot, Unavailable("The project is unavailable; retry later"))

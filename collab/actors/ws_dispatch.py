@@ -17,10 +17,10 @@ from typing import Any
 import trio
 
 from collab.actors.hub import Hub
-from collab.actors.project import Command, Rejected, Reply
+from collab.actors.project import Command, ProjectActor, Rejected, Reply
 from collab.actors.registry import ActorRegistry
 from collab.actors.ws_session import Subscription, WsSession
-from collab.domain.model import ProjectRole
+from collab.domain.model import ProjectRole, ProjectState
 from collab.domain.permissions import Action, require
 from collab.domain.views import project_payload, task_view
 from collab.errors import Busy, CollabError, NotFound
@@ -61,7 +61,9 @@ class FrameDispatcher:
             elif isinstance(frame, wire.AuthFrame):
                 self.session.send_control(frames.error(None, "invalid", "Already authenticated", False))
         except CollabError as error:
-            self.session.send_control(frames.error(getattr(frame, "id", None), error.code, error.detail, error.retryable))
+            self.session.send_control(
+                frames.error(getattr(frame, "id", None), error.code, error.detail, error.retryable)
+            )
 
     # --- subscriptions ---------------------------------------------------------------
 
@@ -80,9 +82,9 @@ class FrameDispatcher:
         catch_up = since is not None and since <= seq and seq - since <= self.max_catchup_events
         self.session.subscriptions[project_id] = Subscription(last_seq=seq, pending=[] if catch_up else None)
         self.hub.subscribe(self.session, project_id)
-        if not catch_up:
+        if since is None or not catch_up:
             self.session.send_control(frames.subscribed(
-                frame.id, project_id, seq, snapshot=_snapshot(actor), reset=since is not None,
+                frame.id, project_id, seq, snapshot=_snapshot(actor, state), reset=since is not None,
                 presence=self.hub.presence_of(project_id),
             ))
             return
@@ -127,12 +129,16 @@ class FrameDispatcher:
             raise
         self.nursery.start_soon(self._await_reply, frame, command, reply_recv)
 
-    async def _await_reply(self, frame: wire.OpFrame, command: Command, reply_recv: trio.MemoryReceiveChannel[Reply]) -> None:
+    async def _await_reply(
+        self, frame: wire.OpFrame, command: Command, reply_recv: trio.MemoryReceiveChannel[Reply],
+    ) -> None:
         try:
             with trio.move_on_after(self.ask_timeout_s) as deadline:
                 reply = await reply_recv.receive()
             if deadline.cancelled_caught:
-                self.session.send_control(frames.error(frame.id, "busy", "No answer in time; resend the op (same id)", True))
+                self.session.send_control(
+                    frames.error(frame.id, "busy", "No answer in time; resend the op (same id)", True)
+                )
                 return
             if isinstance(reply, Rejected):
                 e = reply.error
@@ -151,9 +157,8 @@ def _wire_event(project_id: uuid.UUID, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _snapshot(actor: Any) -> dict[str, Any]:
-    """The project as the client needs it to draw a board, at the current seq."""
-    state = actor.state
+def _snapshot(actor: ProjectActor, state: ProjectState) -> dict[str, Any]:
+    """The project (the actor's ``state``) as the client needs it to draw a board, at the current seq."""
     rank = {ProjectRole.OWNER: 0, ProjectRole.MANAGER: 1, ProjectRole.MEMBER: 2, ProjectRole.VIEWER: 3}
 
     def name_of(user_id: uuid.UUID) -> str | None:

@@ -205,7 +205,9 @@ class WsSession:
                     del batch, entry  # an idle socket must not keep its last message (often a snapshot)
                 if self.close_code is not None:
                     with trio.move_on_after(limits.send_timeout_s):
-                        await self._send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
+                        await self._send(
+                            {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+                        )
                     return
         finally:
             self.closed.set()

@@ -161,7 +161,7 @@ class TokenCodec:
             "iat": claims.issued_at,
             "exp": claims.expires_at,
         }
-        if token_type == "refresh":
+        if token_type == "refresh":  # noqa: S105 - a token type, not a secret
             payload["gen"] = generation
         return jwt.encode(payload, self._secret, algorithm=_ALGORITHM), claims
 
@@ -172,18 +172,18 @@ class TokenCodec:
         user_id = _parse_uuid(payload.get("sub"))
         session_id = _parse_uuid(payload.get("sid"))
         jti = payload.get("jti")
-        issued_at = payload.get("iat")
-        expires_at = payload.get("exp")
+        issued_at = _as_int(payload.get("iat"))
+        expires_at = _as_int(payload.get("exp"))
         if user_id is None or session_id is None or not isinstance(jti, str) or not jti:
             return None
-        if not _is_int(issued_at) or not _is_int(expires_at):
+        if issued_at is None or expires_at is None:
             return None
         now = self._clock()
         if not issued_at <= now < expires_at:
             return None
         if expected_type == "refresh":
-            generation = payload.get("gen")
-            if not _is_int(generation) or generation < 0:
+            generation = _as_int(payload.get("gen"))
+            if generation is None or generation < 0:
                 return None
         else:
             if "gen" in payload:
@@ -200,8 +200,9 @@ class TokenCodec:
         )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _as_int(value: object) -> int | None:
+    """An integer claim (a JSON ``true`` is not one); None otherwise."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _parse_uuid(value: object) -> uuid.UUID | None:

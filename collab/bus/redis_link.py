@@ -29,7 +29,7 @@ class RedisLink:
 
     async def _tracked(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         try:
-            result = await trio_asyncio.aio_as_trio(call)(*args, **kwargs)
+            result: T = await trio_asyncio.aio_as_trio(call)(*args, **kwargs)
         except BaseException:
             self.up = False
             raise

@@ -15,7 +15,8 @@ docs/protocol.md describes the protocol and the guarantees this client builds on
 
 from collab.client.backoff import Backoff, should_reconnect
 from collab.client.errors import (
-    CollabAPIError, CollabClientError, OpRejected, OpTimeout, RealtimeClosed, Rejected, SubscribeRejected, TransportError,
+    CollabAPIError, CollabClientError, OpRejected, OpTimeout, RealtimeClosed, Rejected, SubscribeRejected,
+    TransportError,
 )
 from collab.client.options import RealtimeOptions, RealtimeStats, TokenSource, ws_url
 from collab.client.realtime import RealtimeClient, open_realtime

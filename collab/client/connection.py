@@ -105,7 +105,9 @@ class ConnectionLoop:
                         task_status.started()
                 closed = ws.closed
                 code = closed.code if closed is not None and self._abort_reason is None else None
-                reason = self._abort_reason or (f"closed {closed.code} {closed.reason or ''}".strip() if closed else "closed")
+                reason = self._abort_reason or (
+                    f"closed {closed.code} {closed.reason or ''}".strip() if closed else "closed"
+                )
                 return self._ended(code, reason, welcomed_at)
         except ConnectionClosed as exc:
             why = exc.reason

@@ -86,7 +86,9 @@ class FrameHandler:
                 elif verdict is not Applied.STALE:
                     break
             if replica.seq < seq:  # the catch-up did not reach its own seq: start from a snapshot
-                log.warning("realtime: catch-up of %s stopped at %d < %d; reloading", replica.project_id, replica.seq, seq)
+                log.warning(
+                    "realtime: catch-up of %s stopped at %d < %d; reloading", replica.project_id, replica.seq, seq,
+                )
                 self._resubscribe(replica.project_id, fresh=True)
         replica.load_presence(frame.get("presence") or [])
         sub.live_on = self._generation
@@ -108,7 +110,9 @@ class FrameHandler:
             self.stats.gaps += 1
             self._resubscribe(sub.replica.project_id)
         elif verdict is Applied.INCONSISTENT:
-            log.warning("realtime: event %s of %s does not fit the replica; reloading", frame["seq"], frame["project_id"])
+            log.warning(
+                "realtime: event %s of %s does not fit the replica; reloading", frame["seq"], frame["project_id"],
+            )
             self._resubscribe(sub.replica.project_id, fresh=True)
 
     def _on_resync(self, frame: dict[str, Any]) -> None:
@@ -190,7 +194,9 @@ class FrameHandler:
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         rid = frame.get("id")
-        args = (frame.get("code") or "error", frame.get("message") or "", bool(frame.get("retryable")), frame.get("errors"))
+        args = (
+            frame.get("code") or "error", frame.get("message") or "", bool(frame.get("retryable")), frame.get("errors"),
+        )
         pending = self._ops.get(rid) if rid else None
         if pending is not None:
             pending.waiter.set(OpRejected(*args))

@@ -146,7 +146,9 @@ class RealtimeClient(ConnectionLoop, FrameHandler):
         if sub.live_on == self._generation and sub.request_id is None:
             await self._send_frame({"type": "presence", "project_id": str(project_id), "state": sub.presence})
 
-    async def wait_for_seq(self, project_id: uuid.UUID | str, seq: int, *, timeout_s: float | None = None) -> ProjectReplica:
+    async def wait_for_seq(
+        self, project_id: uuid.UUID | str, seq: int, *, timeout_s: float | None = None,
+    ) -> ProjectReplica:
         """Wait until the replica has applied ``seq`` (e.g. an ack's seq); trio.TooSlowError otherwise."""
         with trio.fail_after(timeout_s or self.options.request_timeout_s):
             while True:
@@ -288,7 +290,9 @@ class RealtimeClient(ConnectionLoop, FrameHandler):
 
 
 @contextlib.asynccontextmanager
-async def open_realtime(url: str, token: TokenSource, options: RealtimeOptions | None = None) -> AsyncIterator[RealtimeClient]:
+async def open_realtime(
+    url: str, token: TokenSource, options: RealtimeOptions | None = None,
+) -> AsyncIterator[RealtimeClient]:
     """A connected :class:`RealtimeClient` (welcome received), closed on exit.
 
     ``token``: an access token, or an async function returning a current one

@@ -103,7 +103,9 @@ class ConnectionChanged:
     reason: str | None = None
 
 
-Update = Union[ProjectEvent, SnapshotLoaded, PresenceChanged, NotificationReceived, SubscriptionEnded, ConnectionChanged]
+Update = Union[
+    ProjectEvent, SnapshotLoaded, PresenceChanged, NotificationReceived, SubscriptionEnded, ConnectionChanged,
+]
 
 
 def presence_change(frame: dict[str, Any]) -> PresenceChanged | None:

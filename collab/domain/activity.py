@@ -10,7 +10,7 @@ event recorded, or "a task" for older events.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 _STATUS = {"todo": "To do", "in_progress": "In progress", "in_review": "In review", "done": "Done",
            "cancelled": "Cancelled"}
@@ -19,7 +19,13 @@ _FIELD_NAMES = {"due_date": "due date", "estimated_hours": "estimate", "actual_h
 _QUIET_FIELDS = {"version", "updated_at", "completed_at"}
 
 
-def entry(row: Mapping[str, Any], names: Mapping[uuid.UUID, str]) -> dict[str, Any]:
+class Row(Protocol):
+    """A change-log row by column name (a database record or a plain dict)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+def entry(row: Row, names: Mapping[uuid.UUID, str]) -> dict[str, Any]:
     """The feed entry for one change-log row (seq, kind, task_id, actor_id, payload, created_at, task_title)."""
     payload: dict[str, Any] = row["payload"] or {}
     actor_id = row["actor_id"]
@@ -48,7 +54,9 @@ def entry(row: Mapping[str, Any], names: Mapping[uuid.UUID, str]) -> dict[str, A
 Describe = Callable[[str, str, dict[str, Any], dict[str, Any], Callable[[Any], str]], str]
 
 
-def _task_updated(who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str]) -> str:
+def _task_updated(
+    who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str],
+) -> str:
     fields = set(changes)
     if "status" in fields:
         return f"{who} moved {task} to {_STATUS.get(changes['status'], changes['status'])}"
@@ -64,7 +72,9 @@ def _task_updated(who: str, task: str, payload: dict[str, Any], changes: dict[st
 
 
 def _member(verb: str) -> Describe:
-    def describe(who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str]) -> str:
+    def describe(
+        who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str],
+    ) -> str:
         member = payload.get("member") or {}
         target = member.get("username") or name(member.get("user_id") or payload.get("user_id"))
         role = member.get("role")
@@ -77,7 +87,9 @@ def _generic(who: str, task: str, payload: dict[str, Any], changes: dict[str, An
 
 
 def _fixed(template: str) -> Describe:
-    def describe(who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str]) -> str:
+    def describe(
+        who: str, task: str, payload: dict[str, Any], changes: dict[str, Any], name: Callable[[Any], str],
+    ) -> str:
         return template.format(
             who=who, task=task, filename=(payload.get("attachment") or {}).get("filename", "a file"),
             project=payload.get("name") or (payload.get("project") or {}).get("name") or "the project",

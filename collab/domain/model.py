@@ -14,7 +14,7 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Final, Generic, Iterable, Iterator, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -137,11 +137,19 @@ class Attachment:
 
 
 #: Task fields a client may set directly (task.create / task.update).
-TASK_EDITABLE = ("title", "description", "priority", "due_date", "estimated_hours", "actual_hours", "tags", "status", "assignee_id")
+TASK_EDITABLE = (
+    "title", "description", "priority", "due_date", "estimated_hours", "actual_hours", "tags", "status", "assignee_id",
+)
 #: Project fields a client may set (project.update).
 PROJECT_EDITABLE = ("name", "description", "status", "priority", "start_date", "due_date")
 
-_DELETED = object()
+class _Deleted(enum.Enum):
+    """The marker of a key dropped in a draft (an enum member, so mypy narrows ``is _DELETED``)."""
+
+    DELETED = 0
+
+
+_DELETED: Final = _Deleted.DELETED
 
 
 @dataclass
@@ -168,13 +176,13 @@ class Layer(Generic[K, V]):
 
     def __init__(self, committed: dict[K, V]) -> None:
         self._committed = committed
-        self._changes: dict[K, V | object] = {}
+        self._changes: dict[K, V | _Deleted] = {}
 
     def get(self, key: K) -> V | None:
         found = self._changes.get(key, None)
         if found is _DELETED:
             return None
-        return found if found is not None else self._committed.get(key)  # type: ignore[return-value]
+        return found if found is not None else self._committed.get(key)
 
     def values(self) -> Iterator[V]:
         changes = self._changes
@@ -183,7 +191,7 @@ class Layer(Generic[K, V]):
                 yield value
         for changed in changes.values():
             if changed is not _DELETED:
-                yield changed  # type: ignore[misc]
+                yield changed
 
     def put(self, key: K, value: V) -> None:
         self._changes[key] = value
@@ -197,7 +205,7 @@ class Layer(Generic[K, V]):
             if value is _DELETED:
                 self._committed.pop(key, None)
             else:
-                self._committed[key] = value  # type: ignore[assignment]
+                self._committed[key] = value
         self._changes.clear()
 
 
@@ -209,8 +217,8 @@ class Draft:
         self.project = state.project
         self.seq = state.seq
         self.deleted = state.deleted
-        self._members: dict[uuid.UUID, Member | object] = {}
-        self._tasks: dict[uuid.UUID, Task | object] = {}
+        self._members: dict[uuid.UUID, Member | _Deleted] = {}
+        self._tasks: dict[uuid.UUID, Task | _Deleted] = {}
         self.comments: Layer[uuid.UUID, Comment] = Layer(state.comments)
         self.attachments: Layer[uuid.UUID, Attachment] = Layer(state.attachments)
 
@@ -222,31 +230,31 @@ class Draft:
         found = self._members.get(user_id, None)
         if found is _DELETED:
             return None
-        return found if found is not None else self._state.members.get(user_id)  # type: ignore[return-value]
+        return found if found is not None else self._state.members.get(user_id)
 
     def members(self) -> Iterator[Member]:
         overlay = self._members
         for user_id, m in self._state.members.items():
             if user_id not in overlay:
                 yield m
-        for m in overlay.values():
-            if m is not _DELETED:
-                yield m  # type: ignore[misc]
+        for changed in overlay.values():
+            if changed is not _DELETED:
+                yield changed
 
     def task(self, task_id: uuid.UUID) -> Task | None:
         found = self._tasks.get(task_id, None)
         if found is _DELETED:
             return None
-        return found if found is not None else self._state.tasks.get(task_id)  # type: ignore[return-value]
+        return found if found is not None else self._state.tasks.get(task_id)
 
     def tasks(self) -> Iterable[Task]:
         overlay = self._tasks
         for task_id, t in self._state.tasks.items():
             if task_id not in overlay:
                 yield t
-        for t in overlay.values():
-            if t is not _DELETED:
-                yield t  # type: ignore[misc]
+        for changed in overlay.values():
+            if changed is not _DELETED:
+                yield changed
 
     def comments_of(self, task_id: uuid.UUID) -> Iterator[Comment]:
         return (c for c in self.comments.values() if c.task_id == task_id)
@@ -262,16 +270,16 @@ class Draft:
         """Tasks of one status, in board order."""
         return sorted((t for t in self.tasks() if t.status == status), key=lambda t: (t.position, str(t.id)))
 
-    def checkpoint(self) -> dict[uuid.UUID, Task | object]:
+    def checkpoint(self) -> dict[uuid.UUID, Task | _Deleted]:
         """A marker of the draft's tasks now, for :meth:`task_at` (tasks are immutable)."""
         return dict(self._tasks)
 
-    def task_at(self, checkpoint: dict[uuid.UUID, Task | object], task_id: uuid.UUID) -> Task | None:
+    def task_at(self, checkpoint: dict[uuid.UUID, Task | _Deleted], task_id: uuid.UUID) -> Task | None:
         """A task as it was at ``checkpoint``."""
         found = checkpoint.get(task_id)
         if found is _DELETED:
             return None
-        return found if found is not None else self._state.tasks.get(task_id)  # type: ignore[return-value]
+        return found if found is not None else self._state.tasks.get(task_id)
 
     # --- changes (called by the evolve step only) ---
 
@@ -297,7 +305,7 @@ class Draft:
             if m is _DELETED:
                 state.members.pop(user_id, None)
             else:
-                state.members[user_id] = m  # type: ignore[assignment]
+                state.members[user_id] = m
         self.comments.fold()
         self.attachments.fold()
         for task_id, t in self._tasks.items():
@@ -305,6 +313,6 @@ class Draft:
                 state.tasks.pop(task_id, None)
                 state.drop_task_notes(task_id)
             else:
-                state.tasks[task_id] = t  # type: ignore[assignment]
+                state.tasks[task_id] = t
         self._members.clear()
         self._tasks.clear()

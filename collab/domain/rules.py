@@ -248,7 +248,9 @@ def _project_delete(draft: Draft, op: ProjectDelete, caller: Principal, now: dat
 
 # --- members -----------------------------------------------------------------------
 
-def _guard_member_change(draft: Draft, caller: Principal, target_role: ProjectRole | None, new_role: ProjectRole | None) -> None:
+def _guard_member_change(
+    draft: Draft, caller: Principal, target_role: ProjectRole | None, new_role: ProjectRole | None,
+) -> None:
     """Managers manage members below them; only owners (or admins) touch owners."""
     me = draft.member(caller.user_id)
     require(caller, me, Action.MANAGE_MEMBERS)
@@ -387,7 +389,8 @@ def _task_remove_tags(draft: Draft, op: TaskRemoveTags, caller: Principal, now: 
     task = _task(draft, op.task_id)
     _check_version(task.version, op.if_version)
     gone = {t.lower() for t in normalize_tags(op.tags)}
-    return _update_task(draft, task, {"tags": tuple(t for t in task.tags if t.lower() not in gone)}, now, "task.updated")
+    kept = tuple(t for t in task.tags if t.lower() not in gone)
+    return _update_task(draft, task, {"tags": kept}, now, "task.updated")
 
 
 def _task_assign(draft: Draft, op: TaskAssign, caller: Principal, now: datetime) -> list[Event]:

@@ -50,7 +50,8 @@ def create_app(services: AppServices) -> QuartTrio:
         routes_comments, routes_attachments, routes_web,
     ):
         app.register_blueprint(module.blueprint)
-    app.asgi_app = route_websockets(FinishLastSend(app.asgi_app), services)  # type: ignore[method-assign]
+    # Our ASGI wrappers take plain dict scopes, not Quart's TypedDicts: the same objects at run time.
+    app.asgi_app = route_websockets(FinishLastSend(app.asgi_app), services)  # type: ignore[method-assign, assignment]
     return app
 
 

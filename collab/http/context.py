@@ -81,7 +81,8 @@ class AppServices:
 
 
 def services() -> AppServices:
-    return current_app.extensions["collab"]
+    found: AppServices = current_app.extensions["collab"]
+    return found
 
 
 def client_info() -> ClientInfo:
@@ -91,20 +92,22 @@ def client_info() -> ClientInfo:
 
 def client_ip() -> str | None:
     """The client's address: the peer, or X-Forwarded-For behind ``COLLAB_TRUSTED_PROXIES`` (client_address.py)."""
-    cached = g.get("client_ip", "")
+    cached: str | None = g.get("client_ip", "")
     if cached != "":
         return cached
     resolver = services().client_addresses
+    address: str | None
     if resolver is None or not resolver.trusts_proxies:
-        g.client_ip = request.remote_addr or None
+        address = request.remote_addr or None
     else:
-        g.client_ip = resolver.resolve(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
-    return g.client_ip
+        address = resolver.resolve(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    g.client_ip = address
+    return address
 
 
 async def current_principal() -> Principal:
     """The authenticated caller of this request; 401 when there is none."""
-    cached = g.get("principal")
+    cached: Principal | None = g.get("principal")
     if cached is not None:
         return cached
     header = request.headers.get("Authorization", "")

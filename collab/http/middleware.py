@@ -159,7 +159,9 @@ def install_cors(app: QuartTrio, origins: tuple[str, ...]) -> None:
         if request.method == "OPTIONS" and wanted:
             if wanted.upper() in CORS_METHODS:
                 response.headers["Access-Control-Allow-Methods"] = methods
-                asked = (h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(","))
+                asked = (
+                    h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+                )
                 granted = [request_headers[h] for h in asked if h in request_headers]
                 if granted:
                     response.headers["Access-Control-Allow-Headers"] = ", ".join(granted)
@@ -210,7 +212,7 @@ async def _docs_policy(response: Response) -> str:
         for key in ("QUART_SCHEMA_SWAGGER_JS_URL", "QUART_SCHEMA_SWAGGER_CSS_URL")
         if (parts := urlsplit(current_app.config.get(key, ""))).netloc
     }
-    body = await response.get_data()
+    body = await response.get_data(as_text=False)
     hashes = [
         "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
         for script in _INLINE_SCRIPT.findall(body)
@@ -234,7 +236,7 @@ async def compress(response: Response, min_bytes: int) -> Response:
         return response
     if "Content-Encoding" in response.headers or "ETag" in response.headers:
         return response
-    data = await response.get_data()
+    data = await response.get_data(as_text=False)
     if len(data) < min_bytes:
         return response
     response.vary.add("Accept-Encoding")

@@ -203,7 +203,9 @@ class UploadParser:
     def _refuse_part(self, name: str | None) -> None:
         where = (name or "<unnamed>")[:64]
         if name == self._field:
-            raise ValidationFailed([FieldError((self._field,), "The 'file' part must be a file (with a filename)", "not_a_file")])
+            raise ValidationFailed(
+                [FieldError((self._field,), "The 'file' part must be a file (with a filename)", "not_a_file")]
+            )
         raise ValidationFailed([FieldError((where,), "Only the form field 'file' is accepted", "extra_forbidden")])
 
 

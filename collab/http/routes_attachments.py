@@ -158,7 +158,9 @@ async def upload(task_id: str) -> Response:
     raise failure
 
 
-async def _receive(parser: UploadParser, sink: BlobUpload, max_file_bytes: int, idle_timeout_s: float) -> tuple[str, str]:
+async def _receive(
+    parser: UploadParser, sink: BlobUpload, max_file_bytes: int, idle_timeout_s: float,
+) -> tuple[str, str]:
     """Stream the file part of the request body into ``sink``: (safe filename, checked content type)."""
     body = request.body
     file = _File(sink)

@@ -85,7 +85,9 @@ def _login_policies(email: str) -> list[tuple[str, Policy]]:
 def _register_policies() -> list[tuple[str, Policy]]:
     settings = services().settings
     ip = client_info().ip_address or "unknown"
-    policy = Policy("register-ip", settings.register_per_ip_per_hour, 3600, max(1, settings.register_per_ip_per_hour // 3))
+    policy = Policy(
+        "register-ip", settings.register_per_ip_per_hour, 3600, max(1, settings.register_per_ip_per_hour // 3),
+    )
     return [(f"register:ip:{ip}", policy)]
 
 

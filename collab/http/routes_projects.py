@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from quart import Blueprint, Response
 
@@ -47,7 +48,7 @@ async def readable_project(project_id: uuid.UUID, principal: Principal) -> Proje
     return actor
 
 
-def project_view(actor: ProjectActor, principal: Principal) -> dict:
+def project_view(actor: ProjectActor, principal: Principal) -> dict[str, Any]:
     state = actor.state
     assert state is not None
     member = state.members.get(principal.user_id)
@@ -68,7 +69,9 @@ async def list_() -> Response:
         list_projects, viewer_id=principal.user_id, see_all=principal.is_admin, statuses=tuple(query.status),
         priorities=tuple(query.priority), limit=query.limit, offset=query.offset, transaction=False,
     )
-    return paginated(items, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total))
+    return paginated(
+        items, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total),
+    )
 
 
 @blueprint.post("")

@@ -89,7 +89,9 @@ async def search() -> Response:
     query = read_query(UserSearch)
     users, total = await services().auth.search_users(principal, query=query.q, limit=query.limit, offset=query.offset)
     views = [u.private_view() if principal.may_view_private(u.id) else u.public_view() for u in users]
-    return paginated(views, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total))
+    return paginated(
+        views, page=query.effective_page, limit=query.limit, total=total, next_cursor=query.next_cursor(total),
+    )
 
 
 @blueprint.get("/<user_id>")

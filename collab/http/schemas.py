@@ -154,7 +154,9 @@ class TaskQuery(Paging):
     tags: Annotated[list[Tag], pydantic.Field(max_length=20)] = []
     due_date_from: Instant | None = None
     due_date_to: Instant | None = None
-    search: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = None
+    search: Annotated[
+        str, pydantic.StringConstraints(min_length=1, max_length=200, strip_whitespace=True)
+    ] | None = None
     sort: TaskSort = "-created_at"
 
 

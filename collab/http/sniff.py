@@ -167,7 +167,8 @@ _ALIASES = {
     "image/x-ms-bmp": "image/bmp", "image/vnd.microsoft.icon": "image/x-icon",
     "application/x-zip-compressed": "application/zip", "application/x-gzip": "application/gzip",
     "application/x-rar-compressed": "application/vnd.rar", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav",
-    "application/x-pdf": "application/pdf", "text/x-markdown": "text/markdown", "application/x-yaml": "application/yaml",
+    "application/x-pdf": "application/pdf", "text/x-markdown": "text/markdown",
+    "application/x-yaml": "application/yaml",
     "text/yaml": "application/yaml", "application/javascript": "text/javascript", "audio/mp3": "audio/mpeg",
     "application/x-javascript": "text/javascript", "audio/x-flac": "audio/flac", "text/xml": "application/xml",
 }

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable
-from quart import Response, request
+from quart import Quart, Response, request
 from quart.wrappers import Request
 from quart.wrappers.request import Body
 from quart_trio import QuartTrio
@@ -154,7 +154,7 @@ class StreamingHTTPConnection(TrioASGIHTTPConnection):
         nursery.cancel_scope.cancel()
 
 
-def _streamed_limit(app: QuartTrio, req: Request) -> int | None:
+def _streamed_limit(app: Quart, req: Request) -> int | None:
     registered: dict[str, Any] | None = app.extensions.get(_EXTENSION)
     if not registered or req.method not in _BODY_METHODS:
         return None
@@ -170,7 +170,7 @@ def stream_bodies_of(
     app: QuartTrio, endpoints: dict[str, int], *, drain_deadline_s: float, high_water_bytes: int = HIGH_WATER_BYTES,
 ) -> None:
     """Stream the bodies of ``endpoints`` (endpoint name -> largest body in bytes) with backpressure."""
-    app.asgi_http_class = StreamingHTTPConnection  # type: ignore[assignment]
+    app.asgi_http_class = StreamingHTTPConnection
     app.extensions[_EXTENSION] = {"endpoints": dict(endpoints), "high_water_bytes": high_water_bytes}
 
     @app.after_request

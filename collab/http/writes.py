@@ -65,7 +65,10 @@ async def idempotency_for(
         return None
     if not _KEY.match(key):
         raise ValidationFailed.single("Idempotency-Key", "Must be 1 to 255 visible ASCII characters", "header")
-    body = request_digest.encode() if request_digest is not None else await request.get_data(cache=True)
+    if request_digest is not None:
+        body = request_digest.encode()
+    else:
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode() + body).hexdigest()
     stored = await services().db.run(store.find_idempotency, principal.user_id, key, transaction=False)
     if stored is None:

@@ -25,12 +25,13 @@ websocket wrapper costs measurable throughput on it (STACK.md).
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import trio
 
+from collab.actors.hub import Hub
 from collab.actors.ws_dispatch import FrameDispatcher
 from collab.actors.ws_session import SessionLimits, WsSession
 from collab.domain.users import Principal
@@ -39,6 +40,10 @@ from collab.protocol import frames as wire
 from collab.protocol import server_frames as frames
 from collab.protocol.server_frames import CloseCode
 from collab.ratelimit import Limiter, Policy
+
+if TYPE_CHECKING:
+    from collab.config import Settings
+    from collab.http.context import AppServices
 
 log = logging.getLogger("collab.ws")
 
@@ -49,13 +54,13 @@ MAX_RATE_STRIKES = 50
 ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
-def message_policy(settings: Any) -> Policy:
+def message_policy(settings: Settings) -> Policy:
     """The per-user WebSocket message policy: ``ws_messages_per_s`` with a burst of ``ws_message_burst``."""
     per_minute = max(1, round(settings.ws_messages_per_s * 60))
     return Policy("ws-messages", per_minute, 60, max(1, min(settings.ws_message_burst, per_minute)))
 
 
-def route_websockets(http_app: ASGIApp, services: Any) -> ASGIApp:
+def route_websockets(http_app: ASGIApp, services: AppServices) -> ASGIApp:
     """ASGI app: /ws to the WebSocket handler, everything else to ``http_app``."""
 
     async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -68,7 +73,8 @@ def route_websockets(http_app: ASGIApp, services: Any) -> ASGIApp:
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
@@ -97,7 +103,9 @@ def _token_from_upgrade(scope: dict[str, Any]) -> str | None:
     return values[-1] if values else None
 
 
-async def serve_websocket(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> None:
+async def serve_websocket(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any], services: AppServices,
+) -> None:
     settings = services.settings
     hub = services.hub
     message = await receive()
@@ -173,7 +181,7 @@ async def _writer(session: WsSession, scope: trio.CancelScope) -> None:
 
 
 async def _read(
-    session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Any, limiter: Limiter,
+    session: WsSession, dispatcher: FrameDispatcher, receive: Callable[..., Any], settings: Settings, limiter: Limiter,
 ) -> bool:
     policy = message_policy(settings)
     key = f"ws:user:{session.principal.user_id}"
@@ -228,7 +236,9 @@ async def _drain(receive: Callable[..., Any]) -> None:
             pass
 
 
-async def _refuse_handshake(send: Callable[..., Any], status: int, code: str, detail: str, headers: dict[str, str]) -> None:
+async def _refuse_handshake(
+    send: Callable[..., Any], status: int, code: str, detail: str, headers: dict[str, str],
+) -> None:
     """Answer the upgrade request with a plain HTTP problem response."""
     body = orjson.dumps({"type": f"https://collab.dev/problems/{code}", "title": detail, "status": status,
                          "detail": detail, "code": code, "retryable": True})
@@ -248,7 +258,9 @@ def _request_id(message: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
-async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any], services: Any) -> Principal | None:
+async def _first_frame_auth(
+    receive: Callable[..., Any], send: Callable[..., Any], services: AppServices,
+) -> Principal | None:
     hub = services.hub
     with trio.move_on_after(services.settings.ws_auth_timeout_s):
         message = None
@@ -281,7 +293,7 @@ async def _first_frame_auth(receive: Callable[..., Any], send: Callable[..., Any
     return None
 
 
-async def _close(hub: Any, send: Callable[..., Any], code: int, reason: str) -> None:
+async def _close(hub: Hub, send: Callable[..., Any], code: int, reason: str) -> None:
     """Close a socket that has no session (yet): counted like a session's close."""
     hub.record_close(int(code))
     with trio.move_on_after(5):

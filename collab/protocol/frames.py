@@ -167,7 +167,7 @@ def to_domain_op(op: Any) -> ops.Op:
     if isinstance(op, TaskDeleteOp):
         return ops.TaskDelete(op.task_id, if_version=op.if_version)
     if isinstance(op, ProjectUpdateOp):
-        return ops.ProjectUpdate(dict(op.fields), if_version=op.if_version)
+        return ops.ProjectUpdate(dict(op.fields.items()), if_version=op.if_version)
     if isinstance(op, MemberUpdateOp):
         return ops.MemberUpdate(op.user_id, ProjectRole(op.role))
     if isinstance(op, MemberRemoveOp):

@@ -42,7 +42,9 @@ def join(encoded: Sequence[str]) -> str:
 
 
 def welcome(user: dict[str, Any], session_id: uuid.UUID, limits: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "welcome", "protocol": PROTOCOL_VERSION, "user": user, "session_id": str(session_id), "limits": limits}
+    return {
+        "type": "welcome", "protocol": PROTOCOL_VERSION, "user": user, "session_id": str(session_id), "limits": limits,
+    }
 
 
 def subscribed(
@@ -76,7 +78,9 @@ def ack(request_id: str, seq: int, result: Any, *, duplicate: bool = False) -> d
 
 def error(request_id: str | None, code: str, message: str, retryable: bool,
           errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "id": request_id, "code": code, "message": message, "retryable": retryable}
+    frame: dict[str, Any] = {
+        "type": "error", "id": request_id, "code": code, "message": message, "retryable": retryable,
+    }
     if errors:
         frame["errors"] = errors
     return frame

@@ -61,7 +61,8 @@ async def global_log(
                FROM project_events e JOIN projects p ON p.id = e.project_id
                LEFT JOIN tasks t ON t.id = e.task_id
                WHERE ($3::uuid IS NULL OR e.project_id = $3) AND ($4::uuid IS NULL OR e.actor_id = $4)
-                 AND ($1::timestamptz IS NULL OR (e.created_at, 'e:' || e.project_id || ':' || lpad(e.seq::text, 20, '0')) < ($1, $2))
+                 AND ($1::timestamptz IS NULL
+                      OR (e.created_at, 'e:' || e.project_id || ':' || lpad(e.seq::text, 20, '0')) < ($1, $2))
                UNION ALL
                SELECT a.created_at, 'a:' || a.id AS key, a.project_id, a.details ->> 'name' AS project_name,
                       a.seq, a.action AS kind, CASE WHEN a.entity_type = 'task' THEN a.entity_id END AS task_id,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from types import TracebackType
 from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import trio
@@ -79,7 +80,9 @@ class BlobUpload(Protocol):
     async def write(self, data: bytes) -> None: ...
     async def commit(self) -> StoredBlob: ...
     async def __aenter__(self) -> "BlobUpload": ...
-    async def __aexit__(self, *exc_info: object) -> None: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /,
+    ) -> None: ...
 
 
 class BlobStore(Protocol):

@@ -40,7 +40,9 @@ async def recent_op_ids(conn: asyncpg.Connection, project_id: uuid.UUID, limit: 
     return ops, complete
 
 
-async def find_op_ids(conn: asyncpg.Connection, project_id: uuid.UUID, keys: list[tuple[uuid.UUID, str]]) -> list[AppliedOp]:
+async def find_op_ids(
+    conn: asyncpg.Connection, project_id: uuid.UUID, keys: list[tuple[uuid.UUID, str]],
+) -> list[AppliedOp]:
     rows = await conn.fetch(
         """SELECT e.actor_id, e.client_op_id, e.seq, e.task_id
            FROM project_events e

@@ -45,13 +45,14 @@ async def live_nodes(conn: asyncpg.Connection) -> set[str]:
 async def acquire(conn: asyncpg.Connection, project_id: uuid.UUID, node_id: str, *, steal: bool) -> int | None:
     """Become the project's owner; the new epoch, or None if a live node owns
     it (or the project does not exist)."""
-    return await conn.fetchval(
+    epoch: int | None = await conn.fetchval(
         """UPDATE projects p SET owner_node = $2, owner_epoch = p.owner_epoch + 1
            WHERE p.id = $1 AND ($3 OR p.owner_node IS NULL OR p.owner_node = $2 OR NOT EXISTS (
                SELECT 1 FROM nodes n WHERE n.node_id = p.owner_node AND n.expires_at > now()))
            RETURNING p.owner_epoch""",
         project_id, node_id, steal,
     )
+    return epoch
 
 
 async def release(conn: asyncpg.Connection, project_id: uuid.UUID, node_id: str, epoch: int) -> None:

@@ -85,14 +85,17 @@ class Database:
         cancelled. Cancellation from trio is safe at any point.
         """
         try:
-            return await trio_asyncio.aio_as_trio(self._run_unit)(unit, args, kwargs, transaction)
+            result: T = await trio_asyncio.aio_as_trio(self._run_unit)(unit, args, kwargs, transaction)
+            return result
         except CollabError:
             raise
         except _UNAVAILABLE as exc:
             raise Unavailable("The database is unavailable") from exc
         except (asyncpg.exceptions.CharacterNotInRepertoireError,
                 asyncpg.exceptions.UntranslatableCharacterError) as exc:
-            raise ValidationFailed([FieldError((), "The text contains characters that cannot be stored", "unstorable")]) from exc
+            raise ValidationFailed(
+                [FieldError((), "The text contains characters that cannot be stored", "unstorable")]
+            ) from exc
 
     async def _run_unit(self, unit: Unit[T], args: tuple[Any, ...], kwargs: dict[str, Any], transaction: bool) -> T:
         async with self._pool.acquire() as conn:
@@ -122,7 +125,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def _select_one(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT 1")
+    one: int = await conn.fetchval("SELECT 1")
+    return one
 
 
 @asynccontextmanager

@@ -50,7 +50,8 @@ def _start(pgdata: Path) -> tuple[Any, str]:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     admin_uri = server.get_uri()
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+    # EMBEDDED_DATABASE is a constant name (psql takes no bind parameters).
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")  # nosec B608
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return server, _with_database(admin_uri, EMBEDDED_DATABASE)

@@ -217,7 +217,8 @@ class LocalBlobStore:
         """Remove a stale temp file or pin marker; put a trashed blob back (worker thread)."""
         name = path.name
         try:
-            if name.startswith("trash-") and len(name) > 70 and not (final := self.path_of(key_for(name[6:70]))).exists():
+            if (name.startswith("trash-") and len(name) > 70
+                    and not (final := self.path_of(key_for(name[6:70]))).exists()):
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(path, final)  # a crash between trash and unlink: the blob comes back, unreferenced or not
             else:

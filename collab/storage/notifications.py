@@ -25,12 +25,15 @@ async def list_for(
     conn: asyncpg.Connection, user_id: uuid.UUID, *, is_read: bool | None, limit: int, offset: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """(page newest first, total matching, unread total)."""
+    # The SQL is put together from constants and $n placeholders only; values are bind parameters.
     filter_sql = "" if is_read is None else "AND is_read = $2"
     args: list[Any] = [user_id] + ([] if is_read is None else [is_read])
-    total = await conn.fetchval(f"SELECT count(*) FROM notifications WHERE user_id = $1 {filter_sql}", *args)
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM notifications WHERE user_id = $1 {filter_sql}", *args,  # nosec B608
+    )
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM notifications WHERE user_id = $1 {filter_sql}
-            ORDER BY created_at DESC, id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",
+            ORDER BY created_at DESC, id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",  # nosec B608
         *args, limit, offset,
     )
     unread = await unread_count(conn, user_id)
@@ -38,13 +41,14 @@ async def list_for(
 
 
 async def unread_count(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
-    return await conn.fetchval("SELECT count(*) FROM notifications WHERE user_id = $1 AND NOT is_read", user_id)
+    count: int = await conn.fetchval("SELECT count(*) FROM notifications WHERE user_id = $1 AND NOT is_read", user_id)
+    return count
 
 
 async def mark_read(conn: asyncpg.Connection, user_id: uuid.UUID, notification_id: uuid.UUID) -> dict[str, Any]:
     """Mark one of the user's notifications read (404 for anyone else's)."""
     row = await conn.fetchrow(
-        f"UPDATE notifications SET is_read = true WHERE id = $1 AND user_id = $2 RETURNING {_COLUMNS}",
+        f"UPDATE notifications SET is_read = true WHERE id = $1 AND user_id = $2 RETURNING {_COLUMNS}",  # nosec B608
         notification_id, user_id,
     )
     if row is None:

@@ -86,9 +86,12 @@ TASK_COLUMNS = (
 )
 
 
-async def load_state(conn: asyncpg.Connection, project_id: uuid.UUID) -> tuple[ProjectState, dict[uuid.UUID, str]] | None:
+async def load_state(
+    conn: asyncpg.Connection, project_id: uuid.UUID,
+) -> tuple[ProjectState, dict[uuid.UUID, str]] | None:
     """The committed state of a project and the names of every user it mentions."""
-    row = await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS}, seq FROM projects WHERE id = $1", project_id)
+    # Only the constant column lists are interpolated into SQL in this module.
+    row = await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS}, seq FROM projects WHERE id = $1", project_id)  # nosec B608
     if row is None:
         return None
     member_rows = await conn.fetch(
@@ -96,7 +99,7 @@ async def load_state(conn: asyncpg.Connection, project_id: uuid.UUID) -> tuple[P
            FROM project_members m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1""",
         project_id,
     )
-    task_rows = await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1", project_id)
+    task_rows = await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.project_id = $1", project_id)  # nosec B608
     comment_rows = await conn.fetch(
         """SELECT c.id, c.task_id, c.user_id, c.content, c.created_at, c.updated_at
            FROM task_comments c JOIN tasks t ON t.id = c.task_id WHERE t.project_id = $1""",
@@ -135,7 +138,8 @@ def _member(row: asyncpg.Record) -> Member:
 
 
 async def project_of_task(conn: asyncpg.Connection, task_id: uuid.UUID) -> uuid.UUID | None:
-    return await conn.fetchval("SELECT project_id FROM tasks WHERE id = $1", task_id)
+    project_id: uuid.UUID | None = await conn.fetchval("SELECT project_id FROM tasks WHERE id = $1", task_id)
+    return project_id
 
 
 async def member_candidate(conn: asyncpg.Connection, user_id: uuid.UUID) -> tuple[str, str] | None:
@@ -163,30 +167,37 @@ async def create_project(
     """
     if idempotency is not None:
         claimed = await conn.fetchval(
-            f"""INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
-                ON CONFLICT (user_id, key) DO UPDATE SET
-                    request_hash = EXCLUDED.request_hash, status = NULL, response = NULL,
-                    response_headers = NULL, created_at = now()
-                WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'
-                RETURNING true""",
-            owner_id, idempotency[0], idempotency[1],
+            """INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+               ON CONFLICT (user_id, key) DO UPDATE SET
+                   request_hash = EXCLUDED.request_hash, status = NULL, response = NULL,
+                   response_headers = NULL, created_at = now()
+               WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)
+               RETURNING true""",
+            owner_id, idempotency[0], idempotency[1], IDEMPOTENCY_TTL_S,
         )
         if not claimed:
             raise IdempotencyKeyTaken()
     row = await conn.fetchrow(
         f"""INSERT INTO projects (id, name, description, owner_id, status, priority, start_date, due_date,
                                   completed_at, seq, created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5::text = 'completed' THEN $9::timestamptz END, 1, $9, $9)
-            RETURNING {_PROJECT_COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                    CASE WHEN $5::text = 'completed' THEN $9::timestamptz END, 1, $9, $9)
+            RETURNING {_PROJECT_COLUMNS}""",  # nosec B608
         project_id, fields["name"], fields.get("description"), owner_id, fields.get("status", "active"),
         fields.get("priority", "medium"), fields.get("start_date"), fields.get("due_date"), now,
     )
+    assert row is not None  # INSERT ... RETURNING: one row
     project = _project(row)
     await conn.execute(
         "INSERT INTO project_members (project_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)",
         project_id, owner_id, now,
     )
-    owner = await conn.fetchrow("SELECT id AS user_id, username, first_name, last_name, $2::timestamptz AS joined_at, 'owner' AS role FROM users WHERE id = $1", owner_id, now)
+    owner = await conn.fetchrow(
+        """SELECT id AS user_id, username, first_name, last_name, $2::timestamptz AS joined_at, 'owner' AS role
+           FROM users WHERE id = $1""",
+        owner_id, now,
+    )
+    assert owner is not None  # the member row just inserted references this user
     payload = {"project": project_payload(project), "member": member_payload(_member(owner))}
     await conn.execute(
         """INSERT INTO project_events (project_id, seq, kind, actor_id, payload, created_at)
@@ -196,7 +207,8 @@ async def create_project(
     view = project_payload(project) | {"seq": 1, "my_role": "owner"}
     if idempotency is not None:
         await conn.execute(
-            "UPDATE idempotency_keys SET status = 201, response = $3, response_headers = '{}' WHERE user_id = $1 AND key = $2",
+            """UPDATE idempotency_keys SET status = 201, response = $3, response_headers = '{}'
+               WHERE user_id = $1 AND key = $2""",
             owner_id, idempotency[0], view,
         )
     return view
@@ -317,7 +329,9 @@ SELECT count(*) FROM fence
 """
 
 
-def fits_one_statement(records: Sequence[EventRecord], idempotency: Sequence[Any], notifications: Sequence[Any]) -> bool:
+def fits_one_statement(
+    records: Sequence[EventRecord], idempotency: Sequence[Any], notifications: Sequence[Any],
+) -> bool:
     """True for the common batch (task events only) that :func:`commit_task_batch` writes."""
     return bool(records) and not idempotency and not notifications and all(
         r.event.kind.startswith("task.") for r in records
@@ -436,30 +450,33 @@ async def _write_notes(conn: asyncpg.Connection, comments: dict[uuid.UUID, Comme
 
 # --- idempotency keys -------------------------------------------------------------
 
-IDEMPOTENCY_TTL = "24 hours"
+#: How long a stored response is replayed for its key (seconds).
+IDEMPOTENCY_TTL_S = 24 * 60 * 60
 
 
 async def _record_idempotency(conn: asyncpg.Connection, records: Sequence[IdempotencyRecord]) -> None:
     if not records:
         return
     await conn.executemany(
-        f"""INSERT INTO idempotency_keys (user_id, key, request_hash, status, response, response_headers)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (user_id, key) DO UPDATE SET
-                request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, response = EXCLUDED.response,
-                response_headers = EXCLUDED.response_headers, created_at = now()
-            WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}'""",
-        [(r.user_id, r.key, r.request_hash, r.status, r.response, r.headers) for r in records],
+        """INSERT INTO idempotency_keys (user_id, key, request_hash, status, response, response_headers)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (user_id, key) DO UPDATE SET
+               request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, response = EXCLUDED.response,
+               response_headers = EXCLUDED.response_headers, created_at = now()
+           WHERE idempotency_keys.created_at < now() - make_interval(secs => $7)""",
+        [(r.user_id, r.key, r.request_hash, r.status, r.response, r.headers, IDEMPOTENCY_TTL_S) for r in records],
     )
 
 
 async def find_idempotency(conn: asyncpg.Connection, user_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
     """A stored response for this key, if it is younger than 24 hours."""
     row = await conn.fetchrow(
-        f"""SELECT request_hash, status, response, response_headers FROM idempotency_keys
-            WHERE user_id = $1 AND key = $2 AND created_at > now() - interval '{IDEMPOTENCY_TTL}'""",
-        user_id, key,
+        """SELECT request_hash, status, response, response_headers FROM idempotency_keys
+           WHERE user_id = $1 AND key = $2 AND created_at > now() - make_interval(secs => $3)""",
+        user_id, key, IDEMPOTENCY_TTL_S,
     )
     if row is None:
         return None
-    return IdempotencyRecord(user_id, key, row["request_hash"], row["status"], row["response"], row["response_headers"] or {})
+    return IdempotencyRecord(
+        user_id, key, row["request_hash"], row["status"], row["response"], row["response_headers"] or {},
+    )

@@ -47,7 +47,9 @@ async def create_session(
     )
 
 
-async def principal_for_session(conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID) -> Principal | None:
+async def principal_for_session(
+    conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID,
+) -> Principal | None:
     """The caller behind a live session of an active user, or None."""
     row = await conn.fetchrow(
         """SELECT u.id, u.username,
@@ -89,7 +91,9 @@ async def rotate_refresh(
     return RotateOutcome.ROTATED
 
 
-async def revoke(conn: asyncpg.Connection, session_id: uuid.UUID, reason: str, user_id: uuid.UUID | None = None) -> bool:
+async def revoke(
+    conn: asyncpg.Connection, session_id: uuid.UUID, reason: str, user_id: uuid.UUID | None = None,
+) -> bool:
     """Revoke one session (of ``user_id`` when given); True when it was live."""
     status = await conn.execute(
         """UPDATE user_sessions SET revoked_at = now(), revoked_reason = $2

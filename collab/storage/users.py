@@ -71,7 +71,9 @@ async def set_roles(conn: asyncpg.Connection, user_id: uuid.UUID, roles: tuple[s
 
 
 async def _get(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
-    row = await conn.fetchrow(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = $1", user_id)
+    # Only constants (column lists, whitelisted field names) and $n placeholders are
+    # interpolated into SQL in this module; values are bind parameters.
+    row = await conn.fetchrow(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = $1", user_id)  # nosec B608
     if row is None:
         raise NotFound("No such user")
     return _user(row)
@@ -90,13 +92,13 @@ async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
 async def credentials_by_email(conn: asyncpg.Connection, email: str) -> tuple[User, str] | None:
     """The user with that (lowercased) email and their password hash, if any."""
     row = await conn.fetchrow(
-        f"SELECT {_USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = $1", email
+        f"SELECT {_USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = $1", email  # nosec B608
     )
     return None if row is None else (_user(row), row["password_hash"])
 
 
 async def password_hash(conn: asyncpg.Connection, user_id: uuid.UUID) -> str:
-    value = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
+    value: str | None = await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
     if value is None:
         raise NotFound("No such user")
     return value
@@ -118,9 +120,9 @@ async def set_password_hash(
 async def update_profile(conn: asyncpg.Connection, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
     fields = [f for f in PROFILE_FIELDS if f in changes]
     if fields:
-        assignments = ", ".join(f"{f} = ${i + 2}" for i, f in enumerate(fields))
+        assignments = ", ".join(f"{f} = ${i + 2}" for i, f in enumerate(fields))  # names from PROFILE_FIELDS
         await conn.execute(
-            f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1",
+            f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1",  # nosec B608
             user_id, *(changes[f] for f in fields),
         )
     return await _get(conn, user_id)
@@ -153,10 +155,10 @@ async def search_users(
                  OR lower(concat_ws(' ', u.first_name, u.last_name)) LIKE $1 OR {email})"""
         )
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    total = await conn.fetchval(f"SELECT count(*) FROM users u {where}", *args)
+    total = await conn.fetchval(f"SELECT count(*) FROM users u {where}", *args)  # nosec B608
     rows = await conn.fetch(
         f"SELECT {_USER_COLUMNS} FROM users u {where} ORDER BY lower(u.username) "
-        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",  # nosec B608
         *args, limit, offset,
     )
     return [_user(r) for r in rows], total

@@ -126,7 +126,9 @@ class DemoServer:
                 banner.append(line)
             self.banners.append("\n".join(banner))
         except TimeoutError:
-            raise AssertionError(f"collab serve --demo did not print its banner in {START_DEADLINE_S} s:\n" + self.log()) from None
+            raise AssertionError(
+                f"collab serve --demo did not print its banner in {START_DEADLINE_S} s:\n" + self.log()
+            ) from None
 
     def stop(self) -> None:
         process = self.process

@@ -167,7 +167,9 @@ async def test_a_paused_owner_cannot_commit_after_a_takeover(database_url: str, 
         try:
             alice = await new_user(http[0])
             project_id = await new_project(http[0], alice, name="Fenced")
-            made = await http[0].post("/api/v1/tasks", headers=alice.auth, json={"project_id": project_id, "title": "x"})
+            made = await http[0].post(
+                "/api/v1/tasks", headers=alice.auth, json={"project_id": project_id, "title": "x"},
+            )
             task_id = made.json()["id"]
             owner_before = await _owner_of(database_url, project_id)
             pause(first)
@@ -247,7 +249,8 @@ async def test_redis_restart_nodes_converge(database_url: str, tmp_path: Path) -
                 log = await changes(http[1], alice, project_id, since=start)
                 assert [(e["seq"], e["kind"]) for e in stream] == [(e["seq"], e["kind"]) for e in log]
                 titles = {t["title"] for t in (await http[1].get(
-                    "/api/v1/tasks", headers=alice.auth, params={"project_id": project_id, "limit": 100})).json()["data"]}
+                    "/api/v1/tasks", headers=alice.auth, params={"project_id": project_id, "limit": 100},
+                )).json()["data"]}
                 assert len(titles) == 16 and "refused" not in titles
             finally:
                 for client in http:
@@ -256,7 +259,9 @@ async def test_redis_restart_nodes_converge(database_url: str, tmp_path: Path) -
         redis.stop()
 
 
-async def test_membership_presence_and_notifications_cross_nodes(database_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_membership_presence_and_notifications_cross_nodes(
+    database_url: str, redis_url: str, tmp_path: Path,
+) -> None:
     async with open_nodes(database_url, redis_url, tmp_path, 3) as nodes:
         http = _clients(nodes)
         try:
@@ -268,7 +273,9 @@ async def test_membership_presence_and_notifications_cross_nodes(database_url: s
                 for conn in (bob_b, bob_c, alice_a):
                     assert (await conn.subscribe(project_id))["type"] == "subscribed"
                 # Presence set on node A reaches bob on node B.
-                await alice_a.send({"type": "presence", "project_id": project_id, "state": {"viewing": None, "editing": None}})
+                await alice_a.send(
+                    {"type": "presence", "project_id": project_id, "state": {"viewing": None, "editing": None}}
+                )
                 joined = await bob_b.expect(lambda f: f["type"] == "presence" and "joined" in f, project_id=project_id)
                 assert joined["joined"]["user_id"] == alice.id
                 # A notification caused on node A reaches bob's sockets on B and C.

@@ -31,7 +31,9 @@ async def test_workers_share_a_port_and_are_restarted(database_url: str, redis_u
             auth = bearer(tokens["access_token"])
             project = (await http.post("/api/v1/projects", headers=auth, json={"name": "Workers"})).json()
             for i in range(10):
-                made = await http.post("/api/v1/tasks", headers=auth, json={"project_id": project["id"], "title": f"{i}"})
+                made = await http.post(
+                    "/api/v1/tasks", headers=auth, json={"project_id": project["id"], "title": f"{i}"},
+                )
                 assert made.status_code == 201, made.text
             os.kill(pids[0], signal.SIGKILL)
             with trio.fail_after(30):  # the supervisor notices and starts a replacement
@@ -39,7 +41,7 @@ async def test_workers_share_a_port_and_are_restarted(database_url: str, redis_u
                     await trio.sleep(0.1)
         # New connections keep being served (by the survivor, then by the replacement too).
         async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
-            for i in range(10):
+            for _ in range(10):
                 listed = await http.get("/api/v1/tasks", headers=auth, params={"project_id": project["id"]})
                 assert listed.status_code == 200 and listed.json()["pagination"]["total"] == 10
         server.process.send_signal(signal.SIGTERM)

@@ -39,7 +39,8 @@ import yaml
 from collab.config import Settings, load_settings
 from tests.deploy.files import (
     COMPOSE_FILE, DEPLOY, DOCKERFILE, ENV_EXAMPLE, GRAFANA, K8S, METRICS_MODULE, NGINX_CONF, OPERATIONS_DOC,
-    PROMETHEUS, REPO, SYSTEMD_UNIT, alert_rules, compose_model, dashboard, dashboard_exprs, dockerfile_instructions, env_example,
+    PROMETHEUS, REPO, SYSTEMD_UNIT, alert_rules, compose_model, dashboard, dashboard_exprs, dockerfile_instructions,
+    env_example,
     family, healthcheck_command, load_yaml, load_yaml_documents, nginx_blocks, nginx_config_for, nginx_seconds,
     nginx_size_bytes, referenced_metrics, require_tool,
 )
@@ -223,7 +224,9 @@ def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     for name in ("alerts.yml", "alerts_test.yml"):
         shutil.copy(PROMETHEUS / name, tmp_path / name)
-    config = (PROMETHEUS / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml"))
+    config = (PROMETHEUS / "prometheus.yml").read_text().replace(
+        "/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml"),
+    )
     (tmp_path / "prometheus.yml").write_text(config)
     checked = run([promtool, "check", "config", str(tmp_path / "prometheus.yml")])
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -332,7 +335,8 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
     assert any(i == "RUN" and "pip wheel" in a for i, a in builder)
     # No compiler, no package installs in the image that ships.
     for instruction, arguments in final:
-        assert not (instruction == "RUN" and re.search(r"apt-get|apk |pip install|gcc|build-essential", arguments)), arguments
+        builds = re.search(r"apt-get|apk |pip install|gcc|build-essential", arguments)
+        assert not (instruction == "RUN" and builds), arguments
     copies = [a for i, a in final if i == "COPY"]
     assert copies == ["--from=builder /opt/collab /opt/collab"]
     users = [a for i, a in final if i == "USER"]
@@ -452,7 +456,8 @@ def _imported_modules(path: Path) -> set[str]:
             modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             if node.level:
-                package = path.relative_to(REPO).parent.parts[: len(path.relative_to(REPO).parent.parts) - node.level + 1]
+                parts = path.relative_to(REPO).parent.parts
+                package = parts[: len(parts) - node.level + 1]
                 base = ".".join(package) + "." + node.module
             else:
                 base = node.module

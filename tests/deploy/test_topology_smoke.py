@@ -242,7 +242,9 @@ async def test_rest_and_websocket_through_nginx(database_url: str, redis_url: st
                 assert got.status_code == 200 and got.json()["title"] == "renamed"
 
 
-async def test_nginx_passes_the_client_address_and_request_id(database_url: str, redis_url: str, tmp_path: Path) -> None:
+async def test_nginx_passes_the_client_address_and_request_id(
+    database_url: str, redis_url: str, tmp_path: Path,
+) -> None:
     async with open_topology(database_url, redis_url, tmp_path, balance="ip_hash") as topology:
         async with client(topology.proxy_url) as http:
             user = await new_user(http)

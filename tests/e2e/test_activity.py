@@ -78,4 +78,5 @@ async def test_admin_log_has_every_project_and_the_audit_trail(client: httpx.Asy
     assert not any("First" in s for s in summaries)  # a deleted project's events went with it; its audit entry stays
     only_second = (await client.get("/api/v1/admin/logs", headers=admin.auth, params={"project_id": second})).json()
     assert {e["project_name"] for e in only_second["data"]} == {"Second"}
-    assert_problem(await client.get("/api/v1/admin/logs", headers=admin.auth, params={"cursor": "bogus"}), 422, "invalid")
+    bogus = await client.get("/api/v1/admin/logs", headers=admin.auth, params={"cursor": "bogus"})
+    assert_problem(bogus, 422, "invalid")

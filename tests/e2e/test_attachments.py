@@ -80,7 +80,7 @@ async def setup(http: httpx.AsyncClient, *roles: str) -> tuple[User, list[User],
     """An owner, one user per role in ``roles`` (members of the project), and a task."""
     owner = await new_user(http)
     others = [await new_user(http) for _ in roles]
-    project_id = await new_project(http, owner, *zip(others, roles))
+    project_id = await new_project(http, owner, *zip(others, roles, strict=True))
     task = await rest_task(http, owner, project_id, "With files")
     return owner, others, task
 
@@ -386,7 +386,8 @@ async def test_who_may_delete(server: RunningServer, client: httpx.AsyncClient, 
         response = await client.delete(url(task["id"], aid), headers=allowed.auth)
         assert response.status_code == 204, response.text
         assert_problem(await client.get(url(task["id"], aid), headers=owner.auth), 404, "not_found")
-        assert not blob_path(server, hashlib.sha256(f"file {[first, second, third].index(aid)}".encode()).hexdigest()).exists()
+        content = f"file {[first, second, third].index(aid)}".encode()
+        assert not blob_path(server, hashlib.sha256(content).hexdigest()).exists()
     assert_problem(await client.delete(url(task["id"], first), headers=owner.auth), 404, "not_found")
 
 

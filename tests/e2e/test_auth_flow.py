@@ -107,7 +107,9 @@ async def test_register_refuses_weak_passwords_without_echoing_them(client, pass
 ], ids=["email", "first_name", "last_name"])
 async def test_register_with_nul_character_is_422_not_500(client, field, value):
     """PostgreSQL text cannot hold NUL: such input must be refused at the edge."""
-    body = {"email": f"{unique('nul')}@example.com", "username": unique("nul_"), "password": STRONG_PASSWORD, field: value}
+    body = {
+        "email": f"{unique('nul')}@example.com", "username": unique("nul_"), "password": STRONG_PASSWORD, field: value,
+    }
     response = await client.post("/api/v1/auth/register", json=body)
     doc = assert_problem(response, 422, "invalid")
     assert doc["errors"][0]["loc"] == [field], doc
@@ -133,7 +135,9 @@ async def test_unknown_email_and_wrong_password_are_indistinguishable(client):
     unknown = await client.post("/api/v1/auth/login", json={
         "email": f"{unique('nobody')}@example.com", "password": STRONG_PASSWORD,
     })
-    wrong = await client.post("/api/v1/auth/login", json={"email": user["email"], "password": "not the password at all"})
+    wrong = await client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": "not the password at all"},
+    )
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.headers["content-type"] == wrong.headers["content-type"]
     a, b = unknown.json(), wrong.json()
@@ -145,7 +149,9 @@ async def test_unknown_email_and_wrong_password_are_indistinguishable(client):
 
 async def test_login_with_nul_in_email_is_refused_not_500(client):
     await register(client)
-    response = await client.post("/api/v1/auth/login", json={"email": "a\x00b@example.com", "password": STRONG_PASSWORD})
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": "a\x00b@example.com", "password": STRONG_PASSWORD},
+    )
     assert response.status_code in (401, 422), response.text
     assert response.json()["code"] in ("invalid_credentials", "invalid")
 

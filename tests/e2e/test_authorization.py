@@ -74,7 +74,7 @@ def load_matrix() -> tuple[Grid, Routes]:
         assert global_role in GLOBAL_ROLES, f"unknown global role {global_role!r} in rule {rule}"
         assert global_role not in grid.get(rule, {}), f"rule {rule} has two rows for {global_role}"
         assert set(answers) <= {"yes", "no"}, f"rule {rule}/{global_role}: cells must be yes or no, not {answers}"
-        grid.setdefault(rule, {})[global_role] = {p: a == "yes" for p, a in zip(PROJECT_ROLES, answers)}
+        grid.setdefault(rule, {})[global_role] = {p: a == "yes" for p, a in zip(PROJECT_ROLES, answers, strict=True)}
     for rule, by_role in grid.items():
         assert set(by_role) == set(GLOBAL_ROLES), f"rule {rule} lacks rows for {set(GLOBAL_ROLES) - set(by_role)}"
     assert set(grid) == GLOBAL_RULES | set(PROJECT_RULES), f"rules in {MATRIX.name}: {sorted(grid)}"

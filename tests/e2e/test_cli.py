@@ -212,14 +212,18 @@ async def test_user_create_admin_then_log_in(tmp_path: Path, database_url: str) 
 
     async with start_server(test_settings(database_url, tmp_path / "server")) as running:
         async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as http:
-            response = await http.post("/api/v1/auth/login", json={"email": "a@example.com", "password": STRONG_PASSWORD})
+            response = await http.post(
+                "/api/v1/auth/login", json={"email": "a@example.com", "password": STRONG_PASSWORD},
+            )
             assert response.status_code == 200, response.text
             user = response.json()["user"]
             assert user["username"] == "admin1"
             assert user["first_name"] == "Ada"
             assert user["roles"] == ["admin"]
 
-            wrong = await http.post("/api/v1/auth/login", json={"email": "a@example.com", "password": STRONG_PASSWORD + "!"})
+            wrong = await http.post(
+                "/api/v1/auth/login", json={"email": "a@example.com", "password": STRONG_PASSWORD + "!"},
+            )
             assert wrong.status_code == 401
 
 

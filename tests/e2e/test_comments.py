@@ -64,7 +64,8 @@ async def test_who_may_comment_and_moderate(client: httpx.AsyncClient, database_
     by_member = [(await _comment(client, member, task["id"], f"m{i}")).json()["id"] for i in range(2)]
     # The project owner and a global admin may delete someone else's comment; neither may edit it.
     base = f"/api/v1/tasks/{task['id']}/comments"
-    assert_problem(await client.put(f"{base}/{by_member[0]}", headers=owner.auth, json={"content": "x"}), 403, "forbidden")
+    edited = await client.put(f"{base}/{by_member[0]}", headers=owner.auth, json={"content": "x"})
+    assert_problem(edited, 403, "forbidden")
     assert (await client.delete(f"{base}/{by_member[0]}", headers=owner.auth)).status_code == 204
     assert (await client.delete(f"{base}/{by_member[1]}", headers=admin.auth)).status_code == 204
 
@@ -111,7 +112,9 @@ async def test_notifications_for_comments_and_mentions(client: httpx.AsyncClient
     assert await new_kinds(creator) == ["mentioned", "commented"]
 
 
-async def test_comment_events_reach_subscribers_and_the_change_log(server: RunningServer, client: httpx.AsyncClient) -> None:
+async def test_comment_events_reach_subscribers_and_the_change_log(
+    server: RunningServer, client: httpx.AsyncClient,
+) -> None:
     alice, bob = await new_user(client), await new_user(client)
     project_id = await new_project(client, alice, (bob, "member"))
     task = await rest_task(client, alice, project_id, "Live")

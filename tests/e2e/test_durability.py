@@ -147,7 +147,9 @@ async def test_acknowledged_writes_survive_kill_9(database_url: str, tmp_path: P
                 "title": "Survives", "project_id": pid, "tags": ["durable"], "description": "acknowledged",
             })
             assert created.status_code == 201, created.text
-            status = await http.put(f"/api/v1/tasks/{created.json()['id']}/status", headers=auth, json={"status": "done"})
+            status = await http.put(
+                f"/api/v1/tasks/{created.json()['id']}/status", headers=auth, json={"status": "done"},
+            )
             assert status.status_code == 200, status.text
         first.kill()  # right after the acknowledgements: no graceful stop, no flush
         with trio.fail_after(10):

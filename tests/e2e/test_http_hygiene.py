@@ -48,7 +48,9 @@ async def test_every_log_line_of_a_request_carries_its_id_as_json(client: httpx.
     try:
         _, tokens = await signup(client)
         rid = "logged-" + uuid.uuid4().hex[:8]
-        response = await client.post("/api/v1/auth/logout", headers=bearer(tokens["access_token"]) | {"X-Request-ID": rid})
+        response = await client.post(
+            "/api/v1/auth/logout", headers=bearer(tokens["access_token"]) | {"X-Request-ID": rid},
+        )
         assert response.status_code == 204
     finally:
         root.removeHandler(handler)
@@ -100,7 +102,9 @@ async def test_cors_refuses_other_origins(settings: Settings) -> None:
 
 
 async def test_no_cors_without_a_configured_origin(client: httpx.AsyncClient) -> None:
-    preflight = await client.options("/api/v1/tasks", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
+    preflight = await client.options(
+        "/api/v1/tasks", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+    )
     assert "Access-Control-Allow-Origin" not in preflight.headers
 
 

@@ -30,6 +30,7 @@ PUBLIC_PATHS = frozenset({
     "/health", "/api/v1/health", "/api/v1/ping", "/ready",
     "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh",
     "/openapi.json", "/docs",  # the API description is public by design (collab.http.openapi)
+    "/",  # the board's page: static, no data (collab.http.routes_web)
 })
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PATH_VARIABLE = re.compile(r"<(?:[^<>:]+:)?[^<>]+>")

@@ -31,7 +31,9 @@ async def test_login_attempts_per_account_get_429_with_retry_after(database_url:
             # Another account from the same address is not affected by this one's limit.
             other = {"email": "other@example.com", "username": "other_user", "password": STRONG_PASSWORD}
             assert (await client.post("/api/v1/auth/register", json=other)).status_code == 201
-            ok = await client.post("/api/v1/auth/login", json={"email": "other@example.com", "password": STRONG_PASSWORD})
+            ok = await client.post(
+                "/api/v1/auth/login", json={"email": "other@example.com", "password": STRONG_PASSWORD},
+            )
             assert ok.status_code == 200
             assert ok.headers["RateLimit"].startswith('"login-account";r=')
 

@@ -55,7 +55,9 @@ async def test_metrics_move_with_traffic_and_hold_no_user_data(settings: Setting
             auth = bearer(tokens["access_token"])
             project = (await http.post("/api/v1/projects", headers=auth, json={"name": "Measured"})).json()
             for i in range(3):
-                created = await http.post("/api/v1/tasks", headers=auth, json={"project_id": project["id"], "title": f"T{i}"})
+                created = await http.post(
+                    "/api/v1/tasks", headers=auth, json={"project_id": project["id"], "title": f"T{i}"},
+                )
                 assert created.status_code == 201, created.text
             assert (await http.get(f"/api/v1/projects/{project['id']}", headers=auth)).status_code == 200
             async with open_ws(running.base_url, tokens["access_token"], how="header") as conn:
@@ -70,7 +72,9 @@ async def test_metrics_move_with_traffic_and_hold_no_user_data(settings: Setting
     assert value(after, "collab_http_requests_total", **created_route) - \
         value(before, "collab_http_requests_total", **created_route) == 3
     # Route templates, never raw paths: the project id is not a label.
-    assert value(after, "collab_http_requests_total", route="/api/v1/projects/<project_id>", method="GET", status="200") >= 1
+    assert value(
+        after, "collab_http_requests_total", route="/api/v1/projects/<project_id>", method="GET", status="200",
+    ) >= 1
     assert value(after, "collab_http_request_duration_seconds_count", route="/api/v1/tasks", method="POST") >= 3
     # A batch (and a commit) per write at least: 3 tasks over REST, 1 over the socket.
     assert value(after, "collab_actor_batch_size_count") - value(before, "collab_actor_batch_size_count") >= 4

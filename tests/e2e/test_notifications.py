@@ -15,9 +15,11 @@ from tests.helpers import bearer, signup
 async def _project_with_member(client: httpx.AsyncClient) -> tuple[dict, dict, dict, dict, str]:
     owner, owner_tokens = await signup(client)
     member, member_tokens = await signup(client)
-    project = (await client.post("/api/v1/projects", json={"name": "Notify"}, headers=bearer(owner_tokens["access_token"]))).json()
-    added = await client.post(f"/api/v1/projects/{project['id']}/members", json={"user_id": member["id"], "role": "member"},
-                              headers=bearer(owner_tokens["access_token"]))
+    owner_auth = bearer(owner_tokens["access_token"])
+    project = (await client.post("/api/v1/projects", json={"name": "Notify"}, headers=owner_auth)).json()
+    added = await client.post(f"/api/v1/projects/{project['id']}/members",
+                              json={"user_id": member["id"], "role": "member"},
+                              headers=owner_auth)
     assert added.status_code == 201, added.text
     return owner, bearer(owner_tokens["access_token"]), member, bearer(member_tokens["access_token"]), project["id"]
 
@@ -31,7 +33,9 @@ async def _notifications(client: httpx.AsyncClient, headers: dict[str, str], **p
 async def test_seed_assignment_scenario(client: httpx.AsyncClient) -> None:
     """The seed's test_task_assignment_and_notifications, in Python."""
     owner, oh, member, mh, project_id = await _project_with_member(client)
-    task = (await client.post("/api/v1/tasks", json={"title": "Assignable Task", "project_id": project_id}, headers=oh)).json()
+    task = (await client.post(
+        "/api/v1/tasks", json={"title": "Assignable Task", "project_id": project_id}, headers=oh,
+    )).json()
     assigned = await client.put(f"/api/v1/tasks/{task['id']}/assign", json={"assignee_id": member["id"]}, headers=oh)
     assert assigned.status_code == 200 and assigned.json()["assignee_id"] == member["id"]
     inbox = await _notifications(client, mh)
@@ -76,7 +80,9 @@ async def test_kinds_and_never_for_your_own_actions(client: httpx.AsyncClient) -
 async def test_read_filters_and_counts(client: httpx.AsyncClient) -> None:
     owner, oh, member, mh, project_id = await _project_with_member(client)
     for title in ("a", "b"):
-        await client.post("/api/v1/tasks", json={"title": title, "project_id": project_id, "assignee_id": member["id"]}, headers=oh)
+        await client.post(
+            "/api/v1/tasks", json={"title": title, "project_id": project_id, "assignee_id": member["id"]}, headers=oh,
+        )
     inbox = await _notifications(client, mh)
     assert inbox["unread_count"] == 3 and inbox["pagination"]["total"] == 3
     first = inbox["data"][0]["id"]

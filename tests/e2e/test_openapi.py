@@ -240,7 +240,9 @@ class Checker:
         (media,) = response["content"].values()
         return {**media["schema"], "components": self.doc["components"]}
 
-    def check(self, response: httpx.Response, method: str, path: str, status: int, model: type[pydantic.BaseModel] | Any) -> dict[str, Any]:
+    def check(
+        self, response: httpx.Response, method: str, path: str, status: int, model: type[pydantic.BaseModel] | Any,
+    ) -> dict[str, Any]:
         assert response.status_code == status, response.text
         body = response.json()
         validator = jsonschema_rs.Draft202012Validator(self.schema(method, path, status), validate_formats=True)
@@ -258,7 +260,9 @@ async def test_real_responses_match_the_documented_schemas(client: httpx.AsyncCl
         "password": "correct horse battery staple", "first_name": "Ada",
     })
     user = c.check(registered, "post", "/api/v1/auth/register", 201, out.UserPrivate)
-    login = await client.post("/api/v1/auth/login", json={"email": user["email"], "password": "correct horse battery staple"})
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": "correct horse battery staple"},
+    )
     tokens = c.check(login, "post", "/api/v1/auth/login", 200, out.Tokens)
     auth = bearer(tokens["access_token"])
     c.check(await client.get("/api/v1/users/me", headers=auth), "get", "/api/v1/users/me", 200, out.UserPrivate)
@@ -269,10 +273,15 @@ async def test_real_responses_match_the_documented_schemas(client: httpx.AsyncCl
         "post", "/api/v1/projects", 201, out.Project,
     )
     pid = project["id"]
-    c.check(await client.get(f"/api/v1/projects/{pid}", headers=auth), "get", "/api/v1/projects/{project_id}", 200, out.Project)
+    c.check(
+        await client.get(f"/api/v1/projects/{pid}", headers=auth), "get", "/api/v1/projects/{project_id}", 200,
+        out.Project,
+    )
     c.check(await client.get("/api/v1/projects", headers=auth), "get", "/api/v1/projects", 200, out.Page[out.Project])
     c.check(
-        await client.post(f"/api/v1/projects/{pid}/members", headers=auth, json={"user_id": other["id"], "role": "member"}),
+        await client.post(
+            f"/api/v1/projects/{pid}/members", headers=auth, json={"user_id": other["id"], "role": "member"},
+        ),
         "post", "/api/v1/projects/{project_id}/members", 201, out.Member,
     )
     c.check(await client.get(f"/api/v1/projects/{pid}/members", headers=auth),
@@ -311,7 +320,8 @@ async def test_real_responses_match_the_documented_schemas(client: httpx.AsyncCl
     invalid = c.check(await client.post("/api/v1/tasks", headers=auth, json={"project_id": pid, "priority": "soon"}),
                       "post", "/api/v1/tasks", 422, out.Problem)
     assert invalid["code"] == "invalid" and {e["loc"][-1] for e in invalid["errors"]} == {"title", "priority"}
-    forbidden = c.check(await client.delete(f"/api/v1/projects/{pid}", headers=bearer((await signup(client))[1]["access_token"])),
+    stranger = bearer((await signup(client))[1]["access_token"])
+    forbidden = c.check(await client.delete(f"/api/v1/projects/{pid}", headers=stranger),
                         "delete", "/api/v1/projects/{project_id}", 403, out.Problem)
     assert forbidden["code"] == "forbidden"
     unauthenticated = c.check(await client.get("/api/v1/tasks"), "get", "/api/v1/tasks", 401, out.Problem)

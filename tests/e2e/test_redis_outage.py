@@ -51,7 +51,8 @@ async def test_redis_outage_falls_back_in_process_then_recovers(settings: Settin
                 await redis.stop()
                 statuses: list[int] = []
                 for i in range(30):
-                    statuses.append((await http.get("/api/v1/ping", headers=_from(f"198.51.100.{2 + i % 3}"))).status_code)
+                    pinged = await http.get("/api/v1/ping", headers=_from(f"198.51.100.{2 + i % 3}"))
+                    statuses.append(pinged.status_code)
                     statuses.append((await http.get("/api/v1/users/me", headers=auth)).status_code)
                 assert all(s < 500 for s in statuses), statuses
                 assert statuses.count(429) > 0 and statuses.count(200) > 0  # limited, in process

@@ -29,7 +29,9 @@ from tests.e2e.test_durability import open_collab_server
 from tests.helpers import bearer, signup
 
 SCHEMATHESIS_DEADLINE_S = 240
-SESSION_ENDING = r"^/api/v1/(auth/logout|auth/sessions/\{[^}]+\}|users/me/password|admin/users/\{[^}]+\}/(active|roles))$"
+SESSION_ENDING = (
+    r"^/api/v1/(auth/logout|auth/sessions/\{[^}]+\}|users/me/password|admin/users/\{[^}]+\}/(active|roles))$"
+)
 
 
 def schemathesis_executable() -> str:

@@ -56,7 +56,9 @@ async def new_project(client: httpx.AsyncClient, owner: User, **fields: Any) -> 
     return response.json()
 
 
-async def add_member(client: httpx.AsyncClient, owner: User, project_id: str, member: User, role: str = "member") -> None:
+async def add_member(
+    client: httpx.AsyncClient, owner: User, project_id: str, member: User, role: str = "member",
+) -> None:
     response = await client.post(
         f"/api/v1/projects/{project_id}/members", headers=owner.headers, json={"user_id": member.id, "role": role},
     )
@@ -159,7 +161,9 @@ async def test_filter_by_due_date_range_is_inclusive(client: httpx.AsyncClient) 
     await new_task(client, alice, project["id"], "march", due_date="2030-03-01T12:00:00Z")
     await new_task(client, alice, project["id"], "no due date")
 
-    between = await list_tasks(client, alice, {"due_date_from": "2030-01-15T00:00:00Z", "due_date_to": "2030-02-15T00:00:00Z"})
+    between = await list_tasks(
+        client, alice, {"due_date_from": "2030-01-15T00:00:00Z", "due_date_to": "2030-02-15T00:00:00Z"},
+    )
     assert titles(between) == ["february"]
     since = await list_tasks(client, alice, {"due_date_from": "2030-02-01T12:00:00Z"})
     assert sorted(titles(since)) == ["february", "march"]
@@ -189,10 +193,13 @@ async def test_sort_orders(client: httpx.AsyncClient) -> None:
     await new_task(client, alice, project["id"], "date", priority="medium", due_date="2030-02-01T00:00:00Z")
     scope = {"project_id": project["id"]}
 
-    assert titles(await list_tasks(client, alice, scope | {"sort": "priority"})) == ["Apple", "date", "cherry", "banana"]
-    assert titles(await list_tasks(client, alice, scope | {"sort": "-priority"})) == ["banana", "cherry", "date", "Apple"]
+    by_priority = titles(await list_tasks(client, alice, scope | {"sort": "priority"}))
+    assert by_priority == ["Apple", "date", "cherry", "banana"]
+    by_priority_desc = titles(await list_tasks(client, alice, scope | {"sort": "-priority"}))
+    assert by_priority_desc == ["banana", "cherry", "date", "Apple"]
     # Latest due date first; tasks without one come last.
-    assert titles(await list_tasks(client, alice, scope | {"sort": "-due_date"})) == ["Apple", "date", "banana", "cherry"]
+    by_due_date_desc = titles(await list_tasks(client, alice, scope | {"sort": "-due_date"}))
+    assert by_due_date_desc == ["Apple", "date", "banana", "cherry"]
     # Title order ignores case.
     assert titles(await list_tasks(client, alice, scope | {"sort": "title"})) == ["Apple", "banana", "cherry", "date"]
 
@@ -330,7 +337,9 @@ async def test_non_member_gets_403_for_task_and_project(client: httpx.AsyncClien
     assert_problem(await client.get(f"/api/v1/projects/{project['id']}", headers=mallory.headers), 403, "forbidden")
     put = await client.put(f"/api/v1/tasks/{task['id']}", headers=mallory.headers, json={"title": "hijacked"})
     assert_problem(put, 403, "forbidden")
-    create = await client.post("/api/v1/tasks", headers=mallory.headers, json={"title": "x", "project_id": project["id"]})
+    create = await client.post(
+        "/api/v1/tasks", headers=mallory.headers, json={"title": "x", "project_id": project["id"]},
+    )
     assert_problem(create, 403, "forbidden")
     assert (await get_task(client, alice, task["id"])).json()["title"] == "mine"
 
@@ -420,7 +429,9 @@ async def test_idempotency_keys_belong_to_their_user(client: httpx.AsyncClient) 
     alice, bob = await new_user(client), await new_user(client)
     p_alice, p_bob = await new_project(client, alice), await new_project(client, bob)
     key = {"Idempotency-Key": "same-key-for-everyone"}
-    a = await client.post("/api/v1/tasks", headers=alice.headers | key, json={"title": "a", "project_id": p_alice["id"]})
+    a = await client.post(
+        "/api/v1/tasks", headers=alice.headers | key, json={"title": "a", "project_id": p_alice["id"]},
+    )
     b = await client.post("/api/v1/tasks", headers=bob.headers | key, json={"title": "b", "project_id": p_bob["id"]})
     assert a.status_code == 201 and b.status_code == 201, (a.text, b.text)
     assert "Idempotent-Replayed" not in b.headers
@@ -468,7 +479,9 @@ async def test_concurrent_retries_with_one_key_create_one_task(client: httpx.Asy
     answers: list[httpx.Response] = []
 
     async def attempt() -> None:
-        answers.append(await client.post("/api/v1/tasks", headers=headers, json={"title": "once", "project_id": project["id"]}))
+        answers.append(await client.post(
+            "/api/v1/tasks", headers=headers, json={"title": "once", "project_id": project["id"]},
+        ))
 
     async with trio.open_nursery() as nursery:
         for _ in range(10):
@@ -598,7 +611,8 @@ async def test_assign_requires_a_project_member(client: httpx.AsyncClient) -> No
     unknown = await client.put(url, headers=alice.headers, json={"assignee_id": str(uuid.uuid4())})
     assert_problem(unknown, 422, "invalid")
     on_create = await client.post(
-        "/api/v1/tasks", headers=alice.headers, json={"title": "x", "project_id": project["id"], "assignee_id": carol.id},
+        "/api/v1/tasks", headers=alice.headers,
+        json={"title": "x", "project_id": project["id"], "assignee_id": carol.id},
     )
     assert_problem(on_create, 422, "invalid")
 
@@ -651,7 +665,9 @@ async def test_mass_assignment_on_update_is_422(client: httpx.AsyncClient) -> No
 
 async def test_mass_assignment_on_projects_is_422(client: httpx.AsyncClient) -> None:
     alice = await new_user(client)
-    forbidden = {"id": str(uuid.uuid4()), "owner_id": str(uuid.uuid4()), "seq": 5, "completed_at": "2030-01-01T00:00:00Z"}
+    forbidden = {
+        "id": str(uuid.uuid4()), "owner_id": str(uuid.uuid4()), "seq": 5, "completed_at": "2030-01-01T00:00:00Z",
+    }
     create = await client.post("/api/v1/projects", headers=alice.headers, json={"name": "p", **forbidden})
     doc = assert_problem(create, 422, "invalid")
     assert sorted(e["loc"][-1] for e in doc["errors"]) == sorted(forbidden)
@@ -676,7 +692,9 @@ async def test_unknown_and_malformed_task_ids_are_404(client: httpx.AsyncClient,
 
 async def test_create_in_unknown_project_is_404(client: httpx.AsyncClient) -> None:
     alice = await new_user(client)
-    response = await client.post("/api/v1/tasks", headers=alice.headers, json={"title": "x", "project_id": str(uuid.uuid4())})
+    response = await client.post(
+        "/api/v1/tasks", headers=alice.headers, json={"title": "x", "project_id": str(uuid.uuid4())},
+    )
     assert_problem(response, 404, "not_found")
 
 
@@ -706,7 +724,9 @@ async def test_task_responses_carry_names_tags_version_position(client: httpx.As
 async def test_create_answers_201_with_location(client: httpx.AsyncClient) -> None:
     alice = await new_user(client)
     project = await new_project(client, alice)
-    response = await client.post("/api/v1/tasks", headers=alice.headers, json={"title": "here", "project_id": project["id"]})
+    response = await client.post(
+        "/api/v1/tasks", headers=alice.headers, json={"title": "here", "project_id": project["id"]},
+    )
     assert response.status_code == 201
     assert response.headers["Location"] == f"/api/v1/tasks/{response.json()['id']}"
     assert response.headers["ETag"] == f'"{response.json()["version"]}"'
@@ -768,9 +788,13 @@ async def test_project_etag_and_if_match(client: httpx.AsyncClient) -> None:
 async def test_project_update_validates_dates(client: httpx.AsyncClient) -> None:
     alice = await new_user(client)
     project = await new_project(client, alice, start_date="2030-05-01")
-    response = await client.put(f"/api/v1/projects/{project['id']}", headers=alice.headers, json={"due_date": "2030-04-01"})
+    response = await client.put(
+        f"/api/v1/projects/{project['id']}", headers=alice.headers, json={"due_date": "2030-04-01"},
+    )
     assert_problem(response, 422, "invalid")
-    completed = await client.put(f"/api/v1/projects/{project['id']}", headers=alice.headers, json={"status": "completed"})
+    completed = await client.put(
+        f"/api/v1/projects/{project['id']}", headers=alice.headers, json={"status": "completed"},
+    )
     assert completed.status_code == 200 and completed.json()["completed_at"] is not None
 
 
@@ -833,7 +857,8 @@ async def test_changes_are_every_event_in_seq_order(client: httpx.AsyncClient) -
     assert caught_up["data"] == [] and caught_up["has_more"] is False
 
     assert_problem(await client.get(url, headers=mallory.headers), 403, "forbidden")
-    assert_problem(await client.get(f"/api/v1/projects/{uuid.uuid4()}/changes", headers=alice.headers), 404, "not_found")
+    missing = await client.get(f"/api/v1/projects/{uuid.uuid4()}/changes", headers=alice.headers)
+    assert_problem(missing, 404, "not_found")
     assert_problem(await client.get(url, headers=alice.headers, params={"since": -1}), 422, "invalid")
 
 
@@ -877,7 +902,9 @@ async def test_unstorable_project_name_is_422(client: httpx.AsyncClient) -> None
     ("/api/v1/tasks", {"due_date_from": "0001-01-01T00:00:00+14:00"}),
     ("changes", {"since": str(2 ** 64)}),
 ], ids=["search-nul", "tag-nul", "due-date-out-of-range", "since-beyond-bigint"])
-async def test_unrepresentable_query_values_are_422(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> None:
+async def test_unrepresentable_query_values_are_422(
+    client: httpx.AsyncClient, path: str, params: dict[str, str],
+) -> None:
     alice = await new_user(client)
     project = await new_project(client, alice)
     if path == "changes":

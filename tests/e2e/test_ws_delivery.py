@@ -47,7 +47,7 @@ async def test_two_clients_see_every_event_in_the_same_order_and_acks_carry_the_
                 op_id = f"{name}-{i}"
                 sent[name].append(op_id)
                 await conn.send_op(pid, create_op(f"{name} task {i}"), op_id)
-                await trio.sleep(0)  # let the other client interleave
+                await trio.lowlevel.checkpoint()  # let the other client interleave
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump, a, "a")
@@ -86,7 +86,7 @@ async def test_two_clients_see_every_event_in_the_same_order_and_acks_carry_the_
     # The live stream is the change log.
     logged = await changes(client, alice, pid, since=base)
     assert len(logged) == len(seen_a)
-    for live, row in zip(seen_a, logged):
+    for live, row in zip(seen_a, logged, strict=True):
         _same_event(live, row)
 
 
@@ -112,7 +112,7 @@ async def test_rest_writes_reach_websocket_subscribers(server, client):
         await conn.expect("event", project_id=pid, seq=base + 3)
         await conn.ping()
     assert [e["seq"] for e in conn.events(pid)] == [base + 1, base + 2, base + 3]
-    for live, row in zip(conn.events(pid), await changes(client, alice, pid, since=base)):
+    for live, row in zip(conn.events(pid), await changes(client, alice, pid, since=base), strict=True):
         _same_event(live, row)
 
 
@@ -146,7 +146,7 @@ async def test_resume_with_since_gets_exactly_the_missed_events_in_order(server,
         assert [e["seq"] for e in missed] == list(range(last_seen + 1, now + 1))
         assert [e["kind"] for e in missed] == ["task.created", "task.created", "task.updated", "task.deleted"]
         assert all(e["type"] == "event" and e["project_id"] == pid for e in missed)
-        for caught_up, row in zip(missed, await changes(client, alice, pid, since=last_seen)):
+        for caught_up, row in zip(missed, await changes(client, alice, pid, since=last_seen), strict=True):
             _same_event(caught_up, row)
         # Live events continue right after the catch-up, no gap, no repeat.
         await rest_task(client, alice, pid, "live again")
@@ -265,7 +265,7 @@ async def test_non_members_receive_nothing_of_a_project(server, client):
         start: dict[str, int] = {}
         for user in users:
             conn = conns[user.id]
-            for k, pid in enumerate(projects):
+            for pid in projects:
                 sub = await conn.subscribe(pid)
                 if user.id in members[pid]:
                     assert sub["type"] == "subscribed", sub
@@ -293,7 +293,7 @@ async def test_non_members_receive_nothing_of_a_project(server, client):
         # A task assigned inside P1 (notifications go to the assignee only).
         assigned = await rest_task(client, u2, projects[1], "assigned", assignee_id=u3.id)
         secrets[projects[1]].add(assigned["id"])
-        final = {pid: await project_seq(client, owner, pid) for pid, owner in zip(projects, users)}
+        final = {pid: await project_seq(client, owner, pid) for pid, owner in zip(projects, users, strict=True)}
         for user in users:
             conn = conns[user.id]
             for pid in projects:
@@ -355,7 +355,9 @@ async def test_a_demoted_member_gets_forbidden_on_the_next_op(server, client):
         await b.subscribe(pid)
         before = await b.op(pid, create_op("as a member"), "as-member")
         assert before["type"] == "ack", before
-        demoted = await client.put(f"/api/v1/projects/{pid}/members/{bob.id}", headers=alice.auth, json={"role": "viewer"})
+        demoted = await client.put(
+            f"/api/v1/projects/{pid}/members/{bob.id}", headers=alice.auth, json={"role": "viewer"},
+        )
         assert demoted.status_code == 200, demoted.text
         change = await b.expect(lambda f: f["type"] == "event" and f["kind"].startswith("member."))
         assert change["kind"] == "member.updated" and bob.id in str(change["data"])
@@ -386,7 +388,9 @@ async def test_presence_joined_updated_and_left_reach_the_other_subscribers(serv
                 "user_id": alice.id, "username": alice.username, "connection_id": alice_conn_id,
                 "state": {"viewing": task["id"], "editing": None},
             }
-            await a.send({"type": "presence", "project_id": pid, "state": {"viewing": task["id"], "editing": task["id"]}})
+            await a.send(
+                {"type": "presence", "project_id": pid, "state": {"viewing": task["id"], "editing": task["id"]}}
+            )
             updated = await b.expect("presence", project_id=pid)
             assert updated["updated"]["connection_id"] == alice_conn_id
             assert updated["updated"]["state"] == {"viewing": task["id"], "editing": task["id"]}

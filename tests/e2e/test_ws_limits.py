@@ -59,7 +59,9 @@ async def test_a_subscriber_that_never_reads_gets_resync_then_close_4001(setting
                                 op_ids.append(op_id)
                                 await producer.send_op(pid, create_op(f"big {k} {i}", description=BIG), op_id)
                         for op_id in op_ids:
-                            ack = await producer.expect(lambda f, i=op_id: f.get("id") == i and f["type"] in ("ack", "error"))
+                            ack = await producer.expect(
+                                lambda f, i=op_id: f.get("id") == i and f["type"] in ("ack", "error")
+                            )
                             assert ack["type"] == "ack", ack
                 final = {pid: await project_seq(http, alice, pid) for pid in projects}
                 assert all(final[pid] == base[pid] + rounds for pid in projects)
@@ -75,12 +77,17 @@ async def test_a_subscriber_that_never_reads_gets_resync_then_close_4001(setting
         for resync in resyncs:
             pid = resync["project_id"]
             assert pid in projects
-            got = [f["seq"] for f in slow.seen[:slow.seen.index(resync)] if f["type"] == "event" and f["project_id"] == pid]
+            got = [
+                f["seq"] for f in slow.seen[:slow.seen.index(resync)] if f["type"] == "event" and f["project_id"] == pid
+            ]
             # What arrived is gap-free, and `since` is exactly the last event that arrived:
             # resubscribing with it loses nothing.
             assert got == list(range(base[pid] + 1, base[pid] + 1 + len(got)))
             assert resync["since"] == (got[-1] if got else base[pid]), (resync, got[-5:])
-            later = [f for f in slow.seen[slow.seen.index(resync) + 1:] if f.get("project_id") == pid and f["type"] == "event"]
+            later = [
+                f for f in slow.seen[slow.seen.index(resync) + 1:]
+                if f.get("project_id") == pid and f["type"] == "event"
+            ]
             assert later == [], "events after a resync, without a new subscribe"
         # Resume works from the resync point.
         first = resyncs[0]
@@ -156,8 +163,9 @@ async def test_persistent_flooding_closes_4003_and_the_connection_ends(settings)
 async def test_a_third_socket_of_a_user_closes_4503(settings):
     async with start_server(settings.replace(ws_max_sockets_per_user=2)) as running:
         async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as http:
-            alice, bob = await new_user(http), await new_user(http)
-        async with open_ws(running.base_url, alice.token) as one, open_ws(running.base_url, alice.token, how="header") as two:
+            alice = await new_user(http)
+        async with open_ws(running.base_url, alice.token) as one, \
+                open_ws(running.base_url, alice.token, how="header") as two:
             async with open_ws(running.base_url) as three:
                 await three.send({"type": "auth", "token": alice.token})
                 assert await three.closed() == CloseCode.TOO_MANY_SOCKETS

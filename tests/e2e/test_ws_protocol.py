@@ -112,7 +112,8 @@ async def test_origin_cross_site_refused_same_origin_and_allow_listed_accepted(s
         for evil in ("https://evil.example", "http://app.example.com", "https://app.example.com.evil.example", "null"):
             assert await upgrade_refused(url, [auth, (b"Origin", evil.encode())]) == 403, evil
         for good in (own, allowed, allowed + "/"):
-            async with open_ws(running.base_url, user.token, how="header", headers=[(b"Origin", good.encode())]) as conn:
+            origin = [(b"Origin", good.encode())]
+            async with open_ws(running.base_url, user.token, how="header", headers=origin) as conn:
                 assert conn.seen[0]["type"] == "welcome", good
                 await conn.ping()
         # A disallowed Origin is refused before auth is even looked at.
@@ -177,13 +178,20 @@ BAD_FRAMES: list[tuple[str, str, str | None]] = [
     ("missing op", f'{{"type": "op", "id": "mf-2", "project_id": "{PROJECT}"}}', "mf-2"),
     ("extra field", '{"type": "ping", "id": "xf-1", "surprise": true}', "xf-1"),
     ("deep nesting (arrays)", "[" * 5000 + "]" * 5000, None),
-    ("deep nesting inside a frame", '{"type": "ping", "id": "deep-1", "x": ' + "[" * 5000 + "]" * 5000 + "}", None),  # not parsed: no id to echo
+    # not parsed: no id to echo
+    ("deep nesting inside a frame", '{"type": "ping", "id": "deep-1", "x": ' + "[" * 5000 + "]" * 5000 + "}", None),
     ("deep nesting (objects)", '{"a":' * 5000 + "1" + "}" * 5000, None),
-    ("op with unknown kind", f'{{"type": "op", "id": "uk-1", "project_id": "{PROJECT}", "op": {{"kind": "task.explode"}}}}', "uk-1"),
+    ("op with unknown kind",
+     f'{{"type": "op", "id": "uk-1", "project_id": "{PROJECT}", "op": {{"kind": "task.explode"}}}}', "uk-1"),
     ("op without kind", f'{{"type": "op", "id": "uk-2", "project_id": "{PROJECT}", "op": {{"fields": {{}}}}}}', "uk-2"),
-    ("op with a bad client op id", f'{{"type": "op", "id": "has space", "project_id": "{PROJECT}", "op": {{"kind": "task.create", "fields": {{"title": "x"}}}}}}', "has space"),
-    ("op with wrong field types", f'{{"type": "op", "id": "wf-1", "project_id": "{PROJECT}", "op": {{"kind": "task.create", "fields": {{"title": 5}}}}}}', "wf-1"),
-    ("presence with a bad state", f'{{"type": "presence", "project_id": "{PROJECT}", "state": {{"viewing": 1}}}}', None),
+    ("op with a bad client op id",
+     f'{{"type": "op", "id": "has space", "project_id": "{PROJECT}", '
+     f'"op": {{"kind": "task.create", "fields": {{"title": "x"}}}}}}', "has space"),
+    ("op with wrong field types",
+     f'{{"type": "op", "id": "wf-1", "project_id": "{PROJECT}", '
+     f'"op": {{"kind": "task.create", "fields": {{"title": 5}}}}}}', "wf-1"),
+    ("presence with a bad state",
+     f'{{"type": "presence", "project_id": "{PROJECT}", "state": {{"viewing": 1}}}}', None),
     ("auth again", '{"type": "auth", "token": "whatever"}', None),
 ]
 

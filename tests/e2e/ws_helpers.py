@@ -21,7 +21,8 @@ import httpx
 import orjson
 import trio
 from trio_websocket import (
-    ConnectionClosed, ConnectionRejected, WebSocketConnection, connect_websocket_url, open_websocket_url, wrap_client_stream,
+    ConnectionClosed, ConnectionRejected, WebSocketConnection, connect_websocket_url, open_websocket_url,
+    wrap_client_stream,
 )
 
 from tests.helpers import bearer, signup
@@ -129,7 +130,9 @@ class Conn:
                 await self._read()
             return self._pending.popleft()
 
-    async def expect(self, match: str | Callable[[Frame], bool], timeout: float = FRAME_TIMEOUT_S, **fields: Any) -> Frame:
+    async def expect(
+        self, match: str | Callable[[Frame], bool], timeout: float = FRAME_TIMEOUT_S, **fields: Any,
+    ) -> Frame:
         """Consume the oldest unconsumed frame of that type / matching that predicate and
         fields, reading as needed; frames it passes over stay for later ``expect``/``recv``."""
         def ok(frame: Frame) -> bool:
@@ -185,7 +188,8 @@ async def open_ws(
         url = ws_url(base_url, token=token)
     with trio.fail_after(CLIENT_DEADLINE_S):
         try:
-            async with open_websocket_url(url, extra_headers=extra, message_queue_size=queue, max_message_size=MAX_MESSAGE,
+            async with open_websocket_url(url, extra_headers=extra, message_queue_size=queue,
+                                          max_message_size=MAX_MESSAGE,
                                           connect_timeout=FRAME_TIMEOUT_S, disconnect_timeout=5) as ws:
                 conn = Conn(ws)
                 if token is not None:
@@ -277,13 +281,17 @@ async def new_project(http: httpx.AsyncClient, owner: User, *members: tuple[User
     assert created.status_code == 201, created.text
     pid: str = created.json()["id"]
     for user, role in members:
-        added = await http.post(f"/api/v1/projects/{pid}/members", headers=owner.auth, json={"user_id": user.id, "role": role})
+        added = await http.post(
+            f"/api/v1/projects/{pid}/members", headers=owner.auth, json={"user_id": user.id, "role": role},
+        )
         assert added.status_code == 201, added.text
     return pid
 
 
 async def rest_task(http: httpx.AsyncClient, user: User, project_id: str, title: str, **fields: Any) -> dict[str, Any]:
-    created = await http.post("/api/v1/tasks", headers=user.auth, json={"title": title, "project_id": project_id, **fields})
+    created = await http.post(
+        "/api/v1/tasks", headers=user.auth, json={"title": title, "project_id": project_id, **fields},
+    )
     assert created.status_code == 201, created.text
     return created.json()  # type: ignore[no-any-return]
 
@@ -298,7 +306,9 @@ async def changes(http: httpx.AsyncClient, user: User, project_id: str, since: i
     """The whole change log after ``since`` (paged)."""
     out: list[dict[str, Any]] = []
     while True:
-        got = await http.get(f"/api/v1/projects/{project_id}/changes", headers=user.auth, params={"since": since, "limit": 1000})
+        got = await http.get(
+            f"/api/v1/projects/{project_id}/changes", headers=user.auth, params={"since": since, "limit": 1000},
+        )
         assert got.status_code == 200, got.text
         body = got.json()
         out.extend(body["data"])

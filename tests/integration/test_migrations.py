@@ -146,7 +146,8 @@ async def test_seed_has_four_roles_and_ten_permissions(empty_database_url: str) 
             r["name"]: r["n"]
             for r in await db.run(
                 _fetch,
-                "SELECT r.name, count(*) AS n FROM role_permissions rp JOIN roles r ON r.id = rp.role_id GROUP BY r.name",
+                "SELECT r.name, count(*) AS n FROM role_permissions rp JOIN roles r ON r.id = rp.role_id "
+                "GROUP BY r.name",
             )
         }
         assert grants == {"admin": 10, "manager": 6, "developer": 3, "viewer": 3}

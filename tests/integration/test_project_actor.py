@@ -382,7 +382,9 @@ async def test_crash_answers_the_in_flight_batch_at_once(database_url: str, monk
         with pytest.raises(CollabError) as caught:
             await w.create("Crashes")
         assert caught.value.retryable
-        assert isinstance(caught.value, Unavailable), f"the crashed batch's caller waited for its deadline: {caught.value!r}"
+        assert isinstance(caught.value, Unavailable), (
+            f"the crashed batch's caller waited for its deadline: {caught.value!r}"
+        )
 
 
 async def test_more_crashes_than_max_restarts_fail_queued_callers(
@@ -558,7 +560,9 @@ async def test_idempotent_retry_in_the_same_batch_is_applied_once(
             nursery.start_soon(ask_into, results, "other", lambda: w.create("Other"))
             await wait_until(lambda: gate.arrived == 1, "a batch is committing")
             for depth, name in enumerate(("r1", "r2"), start=1):
-                nursery.start_soon(ask_into, results, name, lambda n=name: w.create("Once", task_id=ids[n], idempotency=key))
+                nursery.start_soon(
+                    ask_into, results, name, lambda n=name: w.create("Once", task_id=ids[n], idempotency=key),
+                )
                 await wait_until(lambda d=depth: w.registry.inbox_depth(w.project_id) == d, f"{name} is queued")
             gate.opened.set()
 

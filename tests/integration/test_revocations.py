@@ -52,7 +52,9 @@ async def test_revocations_reach_other_nodes_and_survive_an_outage() -> None:
             assert a.applied == []  # a node ignores its own messages
 
             # Garbage on the channel is ignored, not fatal.
-            for junk in (b"not json", b'{"kind": "session"}', orjson.dumps({"node": "x", "kind": "nuke", "id": str(user)})):
+            for junk in (
+                b"not json", b'{"kind": "session"}', orjson.dumps({"node": "x", "kind": "nuke", "id": str(user)}),
+            ):
                 await link_a.publish(CHANNEL, junk)
             bus_a.announce("user", user)
             await _until(lambda: len(b.applied) == 3, "b keeps listening")

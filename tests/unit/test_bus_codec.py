@@ -26,7 +26,9 @@ def _task() -> model.Task:
 @pytest.mark.parametrize("value", [
     ops.TaskUpdate(uuid.uuid4(), {"status": model.TaskStatus.DONE, "due_date": NOW, "tags": ("x",)}, if_version=3),
     ops.MemberAdd(uuid.uuid4(), model.ProjectRole.VIEWER, "bob", "Bob B"),
-    ops.AttachmentAdd(model.Attachment(uuid.uuid4(), uuid.uuid4(), "a.pdf", 3, "application/pdf", "h", "h", uuid.uuid4(), NOW)),
+    ops.AttachmentAdd(
+        model.Attachment(uuid.uuid4(), uuid.uuid4(), "a.pdf", 3, "application/pdf", "h", "h", uuid.uuid4(), NOW),
+    ),
     ops.Event(4, "task.updated", uuid.uuid4(), {"changes": {"title": "x"}}, _task(), None),
     Principal(uuid.uuid4(), uuid.uuid4(), "ada", ("admin",)),
     {"nested": [1, "two", None, {"three": date(2026, 1, 2)}]},

@@ -17,7 +17,9 @@ from collab.http.multipart import (
 BOUNDARY = b"----collab-test-boundary-7d9"
 
 
-def part(name: str, content: bytes, filename: str | None = "a.bin", content_type: str | None = "application/octet-stream") -> bytes:
+def part(
+    name: str, content: bytes, filename: str | None = "a.bin", content_type: str | None = "application/octet-stream",
+) -> bytes:
     disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
     headers = f"Content-Disposition: {disposition}\r\n" + (f"Content-Type: {content_type}\r\n" if content_type else "")
     return b"--" + BOUNDARY + b"\r\n" + headers.encode() + b"\r\n" + content + b"\r\n"
@@ -144,7 +146,9 @@ def test_not_form_data_is_415(header: str | None) -> None:
     assert caught.value.status == 415
 
 
-@pytest.mark.parametrize("header", ["multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=" + "b" * 71])
+@pytest.mark.parametrize(
+    "header", ["multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=" + "b" * 71],
+)
 def test_bad_boundaries_are_400(header: str) -> None:
     with pytest.raises(MalformedMultipart):
         boundary_of(header)

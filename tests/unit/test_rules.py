@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from collab.domain import positions
-from collab.domain.model import Draft, Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus
+from collab.domain.model import (
+    Draft, Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
+)
 from collab.domain.ops import (
     Event, MemberAdd, MemberRemove, MemberUpdate, Op, ProjectDelete, ProjectUpdate, TaskAddTags, TaskAssign,
     TaskCreate, TaskDelete, TaskMove, TaskRemoveTags, TaskUpdate,
@@ -146,7 +148,9 @@ def test_create_appends_to_the_end_of_its_column(world: World, draft: Draft) -> 
     assert column_titles(draft, TaskStatus.TODO) == ["a", "b", "c"]
     # An empty column starts at the first position.
     assert other.position == positions.FIRST_POSITION
-    assert [a.version, b.version, c.version, other.version] == [START_SEQ + 1, START_SEQ + 2, START_SEQ + 3, START_SEQ + 4]
+    assert [a.version, b.version, c.version, other.version] == [
+        START_SEQ + 1, START_SEQ + 2, START_SEQ + 3, START_SEQ + 4,
+    ]
 
 
 def test_create_as_done_sets_completed_at(world: World, draft: Draft) -> None:
@@ -284,7 +288,8 @@ def test_noop_update_produces_no_event_and_no_version_bump(world: World, draft: 
 
 def test_update_clearing_optional_fields(world: World, draft: Draft) -> None:
     task = create(draft, world.member, description="d", estimated_hours=3, assignee_id=world.member.user_id)
-    apply(draft, TaskUpdate(task.id, {"description": "  ", "estimated_hours": None, "assignee_id": None}), world.member, T1)
+    cleared = TaskUpdate(task.id, {"description": "  ", "estimated_hours": None, "assignee_id": None})
+    apply(draft, cleared, world.member, T1)
     after = draft.task(task.id)
     assert after is not None
     assert (after.description, after.estimated_hours, after.assignee_id) == (None, None, None)
@@ -561,7 +566,8 @@ def test_assign_to_a_non_member_is_invalid(world: World, draft: Draft) -> None:
 @pytest.mark.parametrize("who", ["creator", "owner", "admin", "manager_creator"])
 def test_delete_allowed(world: World, draft: Draft, who: str) -> None:
     creator = world.manager if who == "manager_creator" else world.member
-    caller = {"creator": world.member, "owner": world.owner, "admin": world.admin, "manager_creator": world.manager}[who]
+    callers = {"creator": world.member, "owner": world.owner, "admin": world.admin, "manager_creator": world.manager}
+    caller = callers[who]
     task = create(draft, creator)
     events = apply(draft, TaskDelete(task.id), caller, T1)
     assert [e.kind for e in events] == ["task.deleted"]
@@ -752,7 +758,9 @@ def test_removing_a_member_unassigns_their_tasks(world: World, draft: Draft) -> 
 def test_project_update_fields(world: World, draft: Draft) -> None:
     events = apply(
         draft,
-        ProjectUpdate({"name": " Gemini ", "start_date": date(2025, 1, 1), "due_date": date(2025, 2, 1), "priority": "high"}),
+        ProjectUpdate(
+            {"name": " Gemini ", "start_date": date(2025, 1, 1), "due_date": date(2025, 2, 1), "priority": "high"},
+        ),
         world.manager, T1,
     )
     assert [e.kind for e in events] == ["project.updated"]
@@ -1001,7 +1009,9 @@ def test_a_discarded_draft_leaves_the_state_untouched(world: World) -> None:
     apply(draft, ProjectDelete(), world.owner, T1)
     del draft
 
-    assert (state.project, state.members, state.tasks, state.seq, state.deleted) == (project, members, tasks, seq, False)
+    assert (state.project, state.members, state.tasks, state.seq, state.deleted) == (
+        project, members, tasks, seq, False,
+    )
     fresh = Draft(state)
     assert fresh.task(existing.id) == existing
     assert [t.title for t in fresh.tasks()] == ["existing"]

@@ -118,4 +118,5 @@ def test_comment_notifications(world: World) -> None:
                             ("mentioned", world.viewer.user_id)])
     # A commenter who is the creator and assignee is never notified of their own comment.
     own = apply(draft, CommentAdd(task.id, uuid.uuid4(), "note to self"), world.owner, T0)
-    assert [n.user_id for n in notifications_for(draft, own, {}, world.owner.user_id, "olivia", T0)] == [world.member.user_id]
+    notified = notifications_for(draft, own, {}, world.owner.user_id, "olivia", T0)
+    assert [n.user_id for n in notified] == [world.member.user_id]

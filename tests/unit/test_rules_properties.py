@@ -68,18 +68,18 @@ def check_events(events: list[Event], seq_before: int, draft: Draft, last_event_
     assert [e.seq for e in events] == list(range(seq_before + 1, seq_before + 1 + len(events)))
     assert draft.seq == seq_before + len(events)
     final: dict[uuid.UUID, Event] = {}
-    for event in events:
-        if event.task_id is not None:
-            final[event.task_id] = event
-            if isinstance(event.after, Task):
-                assert event.after.version == event.seq
-                assert event.payload.get("task", event.payload.get("changes", {})).get("version") == event.seq
-    for task_id, event in final.items():
-        assert draft.task(task_id) == event.after  # None after task.deleted
-        if event.after is None:
+    for e in events:
+        if e.task_id is not None:
+            final[e.task_id] = e
+            if isinstance(e.after, Task):
+                assert e.after.version == e.seq
+                assert e.payload.get("task", e.payload.get("changes", {})).get("version") == e.seq
+    for task_id, e in final.items():
+        assert draft.task(task_id) == e.after  # None after task.deleted
+        if e.after is None:
             last_event_seq.pop(task_id, None)
         else:
-            last_event_seq[task_id] = event.seq
+            last_event_seq[task_id] = e.seq
 
 
 # --- random ops ----------------------------------------------------------------------

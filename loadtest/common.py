@@ -46,7 +46,43 @@ def add_common_arguments(parser: Any) -> None:
                         help="COLLAB_LOG_LEVEL for the server (default: collab's own, INFO, which logs every request)")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds a server may take to be healthy")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only; leave docs/benchmarks.md alone")
+    parser.add_argument("--docs", action="store_true",
+                        help="rewrite docs/benchmarks.md (and its charts) even with --quick, as `all --quick` does")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dirs, server logs and profiles")
+    parser.add_argument("--server-setting", type=_server_setting, action="append", metavar="NAME=VALUE",
+                        help="a COLLAB_* setting (name without the prefix) for every server of the run, e.g. "
+                             "--server-setting workers=2 --server-setting redis_url=redis://127.0.0.1:6379/0 "
+                             "(several workers also need --database-url; they run unpinned)")
+    parser.add_argument("--collab-command", type=_command,
+                        help="run the server with this command instead of the venv's `collab` (e.g. "
+                             "'env PYTHONPATH=/tmp/other-checkout python -m collab', for a before/after comparison)")
+
+
+def _server_setting(text: str) -> str:
+    from loadtest import serverproc
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise SystemExit(f"loadtest: --server-setting wants NAME=VALUE, got {text!r}")
+    serverproc.EXTRA_SETTINGS[name.strip().lower()] = value
+    return text
+
+
+def _command(text: str) -> list[str]:
+    import shlex
+
+    from loadtest import serverproc
+
+    argv = shlex.split(text)
+    if not argv:
+        raise SystemExit("loadtest: --collab-command is empty")
+    serverproc.COLLAB_COMMAND = argv  # parsed once per run; every server and CLI call of the run uses it
+    return argv
+
+
+def docs_wanted(args: Any) -> bool:
+    """Whether a run rewrites its docs section: full runs do, --quick runs only with --docs, never with --no-docs."""
+    return not args.no_docs and (args.docs or not args.quick)
 
 
 def public_params(options: Any, default_log_level: str) -> dict[str, Any]:

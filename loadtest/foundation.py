@@ -35,10 +35,11 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, picker, public_params, subset, whole_numbers
+from loadtest.common import add_common_arguments, docs_wanted, picker, public_params, subset, whole_numbers
 from loadtest.cpu import CpuWindow
 from loadtest.foundation_login import measure_logins
 from loadtest.machine import describe_machine, describe_software, load_average
+from loadtest.progress import PROGRESS, say
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
 from loadtest.stats import median
 from loadtest.wrk import WrkFailed, WrkMissing, require_wrk, run_wrk, write_script
@@ -75,8 +76,8 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-check the tool: 1 repetition, 1 login round, 3 s runs; does not touch docs/")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10; 3 with --quick)")
+                        help="1 repetition, 1 login round, 2 s runs; does not touch docs/ without --docs")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10; 2 with --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up per route before measuring (default 2; 1 with --quick)")
     parser.add_argument("--repetitions", type=int, help="startup measurements of each kind (default 3; 1 with --quick)")
     parser.add_argument("--connections", default="1,50", help="comma-separated wrk connection counts (default 1,50)")
@@ -91,11 +92,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
     phases = subset(args.phases, PHASES, "--phases")
     connections = whole_numbers(args.connections, "--connections", 1, 10_000)
     opts = Options(
-        phases=phases, repetitions=pick(args.repetitions, 3, 1), duration_s=pick(args.duration, 10.0, 3.0),
+        phases=phases, repetitions=pick(args.repetitions, 3, 1), duration_s=pick(args.duration, 10.0, 2.0),
         warmup_s=pick(args.warmup, 2.0, 1.0), connections=connections, login_users=args.login_users,
         login_rounds=pick(args.login_rounds, 5, 1), database_url=args.database_url,
         server_log_level=args.server_log_level, startup_timeout_s=args.startup_timeout, quick=args.quick,
-        update_docs=not (args.no_docs or args.quick), keep_data=args.keep_data,
+        update_docs=docs_wanted(args), keep_data=args.keep_data,
     )
     for name, value, lo, hi in (("--repetitions", opts.repetitions, 1, 20), ("--duration", opts.duration_s, 1, 600),
                                 ("--warmup", opts.warmup_s, 0, 60), ("--login-users", opts.login_users, 1, 200),
@@ -105,10 +106,6 @@ def options_from_args(args: argparse.Namespace) -> Options:
     if not all(1 <= c <= 1000 for c in opts.connections):
         raise SystemExit("loadtest: each --connections value must be between 1 and 1000")
     return opts
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # --- CPU placement ---------------------------------------------------------
@@ -301,9 +298,10 @@ def bench_server(opts: Options, workdir: Path, place: Placement, stack: ExitStac
 
 def _print_header(result: dict[str, Any]) -> None:
     m, s, p = result["machine"], result["software"], result["parameters"]
-    say(f"Collab loadtest: {SCENARIO}{' (QUICK smoke check: numbers are not meaningful)' if p['quick'] else ''}")
+    say(f"Collab loadtest: {SCENARIO}{' (--quick: short runs, noisier figures)' if p['quick'] else ''}")
     say(f"machine : {m['cpu_model']}, {m['cores']} cores (usable {m['usable_cpus']}), {m['ram_gib']} GiB RAM, "
-        f"{m['os']}, kernel {m['kernel']}")
+        f"{m['os']}, kernel {m['kernel']}"
+        + f"; Python speed probe {m['python_speed_mops']} M loop iterations/s")
     say(f"load    : loadavg {m['loadavg_at_start']}; cores busy over 1 s before start {m['background_busy_pct']} %")
     pkgs = ", ".join(f"{k} {v}" for k, v in s["packages"].items())
     say(f"software: Python {s['python']}; {pkgs}")
@@ -325,6 +323,7 @@ def _password_hashing() -> str:
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
+    PROGRESS.scenario(SCENARIO)
     try:
         if {"throughput"} & set(opts.phases):
             require_wrk()
@@ -396,17 +395,4 @@ def _run_bench_phases(opts: Options, workdir: Path, place: Placement, warnings: 
 
 
 def _finish(result: dict[str, Any], opts: Options) -> int:
-    path = report.write_json(result, SCENARIO)
-    body = report.renderer(SCENARIO)(result, report.relative(path))
-    say()
-    say(body)
-    say()
-    for warning in result["warnings"]:
-        say(f"WARNING: {warning}")
-    say(f"results: {report.relative(path)}")
-    if opts.update_docs:
-        docs = report.update_docs(SCENARIO, body)
-        say(f"docs   : {report.relative(docs)} (section between the {SCENARIO} markers regenerated)")
-    else:
-        say("docs   : not touched (--quick or --no-docs)")
-    return 0
+    return report.finish(result, SCENARIO, None, opts.update_docs, result["warnings"])

@@ -25,13 +25,16 @@ def render(result: dict[str, Any], json_path: str) -> str:
 def _context(result: dict[str, Any], json_path: str) -> str:
     m, s, p = result["machine"], result["software"], result["parameters"]
     pk = s["packages"]
-    quick = " **Quick smoke run: not meaningful.**" if p.get("quick") else ""
+    quick = (" **Quick run (`--quick`): shorter runs than the full one, so noisier figures; the parameters are "
+             "listed in the JSON.**" if p.get("quick") else "")
     busy = ", ".join(f"CPU {k} {v}%" for k, v in m.get("background_busy_pct", {}).items())
     return "\n".join([
         f"Run {result['started_at']} ({json_path}).{quick}",
         "",
         f"- Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; "
-        f"load average at start {m['loadavg_at_start']}, cores busy in the second before: {busy}.",
+        f"load average at start {m['loadavg_at_start']}, cores busy in the second before: {busy}"
+        + (f"; Python speed probe {m['python_speed_mops']} M loop iterations/s (the VM's speed varies: compare "
+           "runs by it)." if m.get("python_speed_mops") else "."),
         f"- Software: Python {s['python']}, collab {pk.get('collab')}, trio {pk.get('trio')}, quart {pk.get('quart')}, "
         f"quart-trio {pk.get('quart-trio')}, hypercorn {pk.get('hypercorn')}, asyncpg {pk.get('asyncpg')}, "
         f"trio-asyncio {pk.get('trio-asyncio')}, httpx {pk.get('httpx')}, argon2-cffi {pk.get('argon2-cffi')}; "

@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,24 @@ def _first_line_with(path: str, prefix: str) -> str | None:
     return None
 
 
+def python_speed_mops(iterations: int = 2_000_000, repeats: int = 3) -> float:
+    """Millions of iterations per second of a plain Python loop (best of ``repeats``): a probe of how fast
+    this (virtual) machine runs Python right now. A shared VM's speed varies over the day; figures of runs
+    whose probes differ are not comparable, their ratios to the same run's baseline are."""
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - began)
+    return round(iterations / best / 1e6, 1)
+
+
 def describe_machine() -> dict[str, Any]:
     mem_kib = _first_line_with("/proc/meminfo", "MemTotal")
     return {
+        "python_speed_mops": python_speed_mops(),
         "hostname": platform.node(),
         "cpu_model": _first_line_with("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
         "cores": os.cpu_count(),
@@ -93,7 +109,10 @@ def describe_software() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             packages[name] = None
     wrk = _command_version(["wrk", "-v"])
+    from loadtest import serverproc
+
     return {
+        "collab_command": " ".join(serverproc.COLLAB_COMMAND) if serverproc.COLLAB_COMMAND else "collab (this venv)",
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "packages": packages,

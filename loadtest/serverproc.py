@@ -33,6 +33,16 @@ class ServerFailed(Exception):
     """The server did not start, did not answer in time, or exited early."""
 
 
+#: Replaces the ``collab`` executable for every server and CLI call (``--collab-command``), e.g.
+#: ``python -m collab`` run from another checkout for a before/after comparison.
+COLLAB_COMMAND: list[str] | None = None
+
+
+def collab_command() -> list[str]:
+    """The command that runs ``collab``: ``--collab-command`` if given, else this environment's executable."""
+    return list(COLLAB_COMMAND) if COLLAB_COMMAND else [collab_executable()]
+
+
 def collab_executable() -> str:
     """The ``collab`` command of this interpreter's environment."""
     beside = Path(sys.executable).parent / "collab"
@@ -50,20 +60,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-#: The load generator signs up and logs in many users from one address:
-#: the per-IP and per-account login/registration limits are lifted for it.
+#: The load generator signs up and logs in many users from one address and
+#: drives each user far beyond a person's pace: the login/registration limits
+#: and the general REST limits (per user and per address) are lifted for it.
 LOAD_GENERATOR_LIMITS = {
     "login_per_ip_per_minute": "1000000",
     "login_per_account_per_minute": "1000000",
     "register_per_ip_per_hour": "1000000",
+    "rest_per_user_per_minute": "100000000",
+    "rest_user_burst": "100000000",
+    "rest_per_ip_per_minute": "100000000",
+    "rest_ip_burst": "100000000",
 }
+
+
+#: Settings given with ``--server-setting NAME=VALUE`` for every server of the run (e.g. workers=2 and a
+#: redis_url, to measure several worker processes); they win over a scenario's own.
+EXTRA_SETTINGS: dict[str, str] = {}
 
 
 def collab_env(settings: Mapping[str, str]) -> dict[str, str]:
     """The caller's environment without ``COLLAB_*``, plus ``settings`` (names without the prefix)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
-    env.update({f"COLLAB_{name.upper()}": value for name, value in {**LOAD_GENERATOR_LIMITS, **settings}.items()})
+    merged = {**LOAD_GENERATOR_LIMITS, **settings, **EXTRA_SETTINGS}
+    env.update({f"COLLAB_{name.upper()}": value for name, value in merged.items()})
     return env
+
+
+def _workers(env: Mapping[str, str]) -> int:
+    try:
+        return int(env.get("COLLAB_WORKERS", "1") or "1")
+    except ValueError:
+        return 1
 
 
 def _pin(cpus: set[int] | None):
@@ -77,7 +105,7 @@ def run_collab(args: Sequence[str], env: Mapping[str, str], *, stdin_text: str =
     """Run a one-shot ``collab`` command (e.g. ``user create``); raise on failure."""
     try:
         done = subprocess.run(
-            [collab_executable(), *args], input=stdin_text, env=dict(env), capture_output=True,
+            [*collab_command(), *args], input=stdin_text, env=dict(env), capture_output=True,
             text=True, timeout=timeout_s, preexec_fn=_pin(cpus),
         )
     except subprocess.TimeoutExpired as exc:
@@ -91,7 +119,9 @@ class ServerProcess:
     """One ``collab serve --port <port>`` child process (see the module docstring)."""
 
     def __init__(self, env: Mapping[str, str], *, log_path: Path, port: int | None = None,
-                 cpus: set[int] | None = None, data_dir: Path | None = None, stop_timeout_s: float = 60.0) -> None:
+                 cpus: set[int] | None = None, data_dir: Path | None = None, stop_timeout_s: float = 60.0,
+                 command: Sequence[str] | None = None) -> None:
+        self.command = list(command) if command else None  # default: the `collab` executable
         self.env = dict(env)
         self.port = port or free_port()
         self.cpus = cpus
@@ -109,13 +139,15 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [collab_executable(), "serve", "--port", str(self.port)]
+        argv = [*(self.command or collab_command()), "serve", "--port", str(self.port)]
         log = open(self.log_path, "ab")
         try:
             self.launched_at = time.perf_counter()
             self.proc = subprocess.Popen(
                 argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_pin(self.cpus),
+                # Several worker processes spread over every core: pinning them to one would measure nothing.
+                preexec_fn=_pin(self.cpus if _workers(self.env) <= 1 else None),
+                cwd=str(Path(__file__).resolve().parent.parent),
             )
         finally:
             log.close()

@@ -43,9 +43,10 @@ from typing import Any
 import httpx
 
 from loadtest import report, tasks_lua
-from loadtest.common import add_common_arguments, picker, prepare_run, public_params, subset, whole_numbers
+from loadtest.common import add_common_arguments, docs_wanted, picker, prepare_run, public_params, subset, whole_numbers
 from loadtest.foundation import PASSWORD, Placement
 from loadtest.machine import describe_software, load_average
+from loadtest.progress import PROGRESS, say
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env, run_collab
 from loadtest.tasks_bench import Bench, mean_of
 from loadtest.tasks_data import Dataset, make_dataset, make_users, writer_projects
@@ -58,6 +59,7 @@ PING = "/api/v1/ping"
 PHASES = ("single", "lists", "seed")
 TARGETS = {"get_ratio": 0.6, "post_ratio": 0.4, "list_p99_ms": 50.0}
 REQUEST_TIMEOUT_S = 60.0
+PROFILE_MIN_S = 5.0  # a profile needs a few hundred samples (py-spy at 100 Hz)
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -79,6 +81,7 @@ class Options:
     page_sizes: tuple[int, ...]
     user_levels: tuple[int, ...]
     user_duration_s: float
+    profile: bool
     database_url: str | None
     server_log_level: str | None
     startup_timeout_s: float
@@ -92,7 +95,7 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-check the tool: 1,000 tasks, 2 s runs, 1 round, users 10,25; does not touch docs/")
+                        help="1,000 tasks, 2 s runs, 1 round; does not touch docs/ without --docs")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10; 2 with --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up per route (default 2; 1 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds of the single and lists phases (default 2; 1 with --quick)")
@@ -104,7 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wrk connections for the seed's listing and search (default 1: the seed sends one at a time)")
     parser.add_argument("--creation-levels", default="1,5,10,20,50", help="connections of the seed's creation runs")
     parser.add_argument("--page-sizes", default="10,20,50,100", help="page sizes of the seed's listing runs")
-    parser.add_argument("--users", help="concurrent-user levels (default 10,25,50,100; 10,25 with --quick)")
+    parser.add_argument("--users", default="10,25,50,100", help="concurrent-user levels (10,25,50,100)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the py-spy run of POST /api/v1/tasks (one project) after the single phase")
     parser.add_argument("--user-duration", type=float, help="seconds per concurrent-user level (default 10; 2 with --quick)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     add_common_arguments(parser)
@@ -120,10 +125,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         seed_read_connections=args.seed_read_connections,
         creation_levels=_ints(args.creation_levels, "--creation-levels"),
         page_sizes=_ints(args.page_sizes, "--page-sizes"),
-        user_levels=_ints(pick(args.users, "10,25,50,100", "10,25"), "--users"),
-        user_duration_s=pick(args.user_duration, 10.0, 2.0), database_url=args.database_url,
+        user_levels=_ints(args.users, "--users"),
+        user_duration_s=pick(args.user_duration, 10.0, 2.0), profile=not args.no_profile, database_url=args.database_url,
         server_log_level=args.server_log_level, startup_timeout_s=args.startup_timeout, quick=args.quick,
-        update_docs=not (args.no_docs or args.quick), keep_data=args.keep_data,
+        update_docs=docs_wanted(args), keep_data=args.keep_data,
     )
     for name, value, lo, hi in (("--duration", opts.duration_s, 1, 600), ("--warmup", opts.warmup_s, 0, 60),
                                 ("--rounds", opts.rounds, 1, 10), ("--tasks", opts.tasks, 100, 50_000),
@@ -137,10 +142,6 @@ def options_from_args(args: argparse.Namespace) -> Options:
     if max(opts.page_sizes) > 100 or max(opts.user_levels) > 200:
         raise SystemExit("loadtest: page sizes go up to 100 (the API's limit), user levels up to 200")
     return opts
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def phase_single(bench: Bench, data: Dataset) -> dict[str, Any]:
@@ -165,6 +166,23 @@ def phase_single(bench: Bench, data: Dataset) -> dict[str, Any]:
         ):
             runs.append(bench.run(label, path, connections=c, email=email, script=script, batches=batches,
                                   key=key, round=number))
+    profiled = None
+    if opts.profile:
+        say("   POST /api/v1/tasks (1 project) again, under py-spy (--nonblocking, 100 Hz) on the server")
+        one = writer_projects(bench.api, bench.token(data.writer), 1, "single-profiled")
+        script = tasks_lua.post_tasks_script(bench.workdir, "post_profiled", one, "one")
+        path = report.RESULTS_DIR / f"tasks-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-pyspy-post-tasks.txt"
+        report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        profiled = bench.run("POST /api/v1/tasks (1 project, profiled)", "/api/v1/tasks", connections=c,
+                             email=data.writer, script=script, batches=True, key="post_one_profiled", round=0,
+                             profile_to=path, duration_s=max(opts.duration_s, PROFILE_MIN_S))
+        prof = profiled["profile"]
+        if prof.get("available"):
+            prof["collapsed_stacks"] = report.relative(path)
+            say(f"      profile ({prof['samples']} samples): self by package {prof['self_by_package_pct'][:6]}")
+            say(f"      areas (inclusive): {prof['inclusive_areas_pct'][:8]}")
+        else:
+            say(f"      no profile: {prof.get('note')}")
     ping = mean_of(runs, "ping")
     summary = {}
     for key in ("ping", "get", "post_one", "post_spread"):
@@ -177,7 +195,7 @@ def phase_single(bench: Bench, data: Dataset) -> dict[str, Any]:
             sizes = [r["actors"]["mean_batch_size"] for r in runs if r["key"] == key and r["actors"]["mean_batch_size"]]
             summary[key]["mean_batch_size"] = round(sum(sizes) / len(sizes), 2) if sizes else None
         say(f"   {key:<12} mean {mean} req/s, ratio to ping {summary[key]['ratio_to_ping']}")
-    return {"connections": c, "runs": runs, "summary": summary}
+    return {"connections": c, "runs": runs, "summary": summary, "profiled": profiled}
 
 
 def phase_lists(bench: Bench, data: Dataset) -> dict[str, Any]:
@@ -255,6 +273,7 @@ def _start_server(opts: Options, workdir: Path, place: Placement, tag: str) -> t
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
+    PROGRESS.scenario(SCENARIO)
     prepared = prepare_run()
     if prepared is None:
         return 2
@@ -268,20 +287,23 @@ def run(args: argparse.Namespace) -> int:
         "parameters": opts.public(), "targets": TARGETS,
         "server_cpu": min(place.server) if place.server else None,
     }
-    say(f"Collab loadtest: {SCENARIO}{' (QUICK smoke check: numbers are not meaningful)' if opts.quick else ''}")
+    say(f"Collab loadtest: {SCENARIO}{' (--quick: short runs, noisier figures)' if opts.quick else ''}")
     say(f"machine : {machine['cpu_model']}, {machine['cores']} cores; loadavg {machine['loadavg_at_start']}; "
-        f"busy before start {machine['background_busy_pct']} %")
+        f"busy before start {machine['background_busy_pct']} %"
+        + f"; Python speed probe {machine['python_speed_mops']} M loop iterations/s")
     say(f"pinning : {result['placement']}")
     say("params  : " + ", ".join(f"{k}={v}" for k, v in opts.public().items()))
     warnings: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="collab-loadtest-tasks-"))
     server = None
     try:
-        server, admin, info = _start_server(opts, workdir, place, secrets.token_hex(4))
+        with PROGRESS.step("starting the server"):
+            server, admin, info = _start_server(opts, workdir, place, secrets.token_hex(4))
         result["server"] = info
         with httpx.Client(base_url=server.base_url, timeout=REQUEST_TIMEOUT_S) as api:
             bench = Bench(opts, server, api, admin, place, workdir, warnings)
-            data = make_dataset(bench, say)
+            with PROGRESS.step(f"seeding {opts.tasks:,} tasks"):
+                data = make_dataset(bench, say)
             result["dataset"] = data.report
             if "seed" in opts.phases:
                 result["dataset"]["users"] = make_users(bench, data, max(opts.user_levels), say)
@@ -313,17 +335,4 @@ def run(args: argparse.Namespace) -> int:
         say(f"data and server log kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    path = report.write_json(result, SCENARIO)
-    body = report.renderer(SCENARIO)(result, report.relative(path))
-    say()
-    say(body)
-    say()
-    for warning in warnings:
-        say(f"WARNING: {warning}")
-    say(f"results: {report.relative(path)}")
-    if opts.update_docs:
-        docs = report.update_docs(SCENARIO, body, title=TITLE)
-        say(f"docs   : {report.relative(docs)} (section between the {SCENARIO} markers regenerated)")
-    else:
-        say("docs   : not touched (--quick or --no-docs)")
-    return 0
+    return report.finish(result, SCENARIO, TITLE, opts.update_docs, warnings)

@@ -20,6 +20,8 @@ import httpx
 from loadtest import tasks_lua
 from loadtest.cpu import CpuWindow
 from loadtest.foundation import Placement, bearer, login
+from loadtest.profiling import finish_profile, start_profile
+from loadtest.progress import say
 from loadtest.serverproc import ServerFailed, ServerProcess
 from loadtest.wrk import run_wrk
 
@@ -27,10 +29,6 @@ if TYPE_CHECKING:
     from loadtest.tasks import Options
 
 TOKEN_MAX_AGE_S = 600.0  # access tokens live 15 minutes
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 class Bench:
@@ -74,23 +72,30 @@ class Bench:
                     token=self.token(email) if email else None, cpus=self.place.load)
 
     def run(self, label: str, path: str, *, connections: int, email: str | None, script: Path | None = None,
-            batches: bool = False, **extra: Any) -> dict[str, Any]:
-        """One measured wrk run, with loop stall, CPU, status codes and (for writes) the actors' batch size."""
+            batches: bool = False, profile_to: Path | None = None, duration_s: float | None = None,
+            **extra: Any) -> dict[str, Any]:
+        """One measured wrk run, with loop stall, CPU, status codes and (for writes) the actors' batch size;
+        with ``profile_to``, py-spy records the server meanwhile (:mod:`loadtest.profiling`)."""
         token = self.token(email) if email else None
         admin = bearer(self.token(self.admin_email))
         self.api.post("/api/v1/admin/metrics/reset", headers=admin).raise_for_status()
         before = self.metrics()["actors"] if batches else None
         window = CpuWindow(self.server.pids())
         window.start()
-        result = run_wrk(self.server.base_url, path, connections=connections, duration_s=self.opts.duration_s,
+        seconds = duration_s or self.opts.duration_s
+        spy = start_profile(self.server.proc.pid, seconds, profile_to, self.place.load) if profile_to else None
+        result = run_wrk(self.server.base_url, path, connections=connections, duration_s=seconds,
                          script=script or self.fixed_script, token=token, cpus=self.place.load)
         cpu = window.stop()
+        profile = finish_profile(spy, profile_to, seconds + 30) if profile_to else None
         busy = cpu["core_busy_pct"].get(str(min(self.place.server))) if self.place.server else None
         if busy is not None and cpu["server_cpu_pct"] is not None:
             cpu["other_on_server_core_pct"] = round(max(0.0, busy - cpu["server_cpu_pct"]), 1)
         after = self.metrics()
         record = {"label": label, **extra, **result.as_dict(), "statuses": result.extra.get("statuses", {}),
                   "worst_stall_ms": after["event_loop"]["worst_stall_since_reset_ms"], "cpu": cpu}
+        if profile is not None:
+            record["profile"] = profile
         if before is not None:
             record["actors"] = _batch_delta(before, after["actors"])
             if record["actors"]["mean_batch_size"] is None:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import httpx
 import trio
 
-from loadtest.stats import percentile
+from loadtest.hdr import Latencies
 
 SEARCH_WORD = "important"  # the word of the seed's search benchmark
 STATUSES = {"todo": 35, "in_progress": 25, "in_review": 10, "done": 25, "cancelled": 5}
@@ -168,6 +168,7 @@ async def _parallel(base_url: str, token: str | None, requests: list[tuple[str, 
                     nursery.start_soon(worker)
         wall = time.perf_counter() - began
         cpu = time.process_time() - cpu0
+    hist = Latencies().record_many_ms(x * 1000 for x in latencies)
     tenths = []
     if len(finished) >= 10:
         step = len(finished) // 10
@@ -176,8 +177,7 @@ async def _parallel(base_url: str, token: str | None, requests: list[tuple[str, 
     return {
         "requests": len(requests), "concurrency": concurrency, "statuses": dict(Counter(statuses)),
         "wall_s": round(wall, 3), "requests_per_s": round(len(requests) / wall, 1) if wall else None,
-        "p50_ms": round(percentile(latencies, 50) * 1000, 2) if latencies else None,
-        "p99_ms": round(percentile(latencies, 99) * 1000, 2) if latencies else None,
+        "p50_ms": hist.percentile_ms(50), "p99_ms": hist.percentile_ms(99),
         "transport_errors": errors[:20], "rate_by_tenth": tenths,
         "driver_cpu_pct": round(100 * cpu / wall, 1) if wall else None, "bodies": bodies,
     }

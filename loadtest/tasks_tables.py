@@ -11,7 +11,7 @@ RUN = """Run with:
 
 ```
 python -m loadtest tasks            # full run, ~7 minutes; rewrites this section
-python -m loadtest tasks --quick    # smoke check (1,000 tasks, 2 s runs); leaves this file alone
+python -m loadtest tasks --quick    # 1,000 tasks, 2 s runs, 1 round; leaves this file alone without --docs
 python -m loadtest report loadtest/results/tasks-<time>.json   # this section again from a result file
 ```
 
@@ -38,6 +38,8 @@ def render(result: dict[str, Any], json_path: str) -> str:
         parts.append(_lists(result))
     if "seed" in result:
         parts.append(_seed(result))
+    if (result.get("single") or {}).get("profiled"):
+        parts.append(_profile(result["single"]["profiled"]))
     if result.get("warnings"):
         parts.append("**Warnings during the run:**\n\n" + "\n".join(f"- {w}" for w in result["warnings"]))
     return "\n\n".join(parts)
@@ -193,3 +195,21 @@ def _seed(result: dict[str, Any]) -> str:
         "requests of every user over the iterations' wall time; user = all three steps. Driver CPU above ~90% means "
         "the Python driver, not the server, was the limit.\n\n" + users,
     ])
+
+
+def _profile(run: dict[str, Any]) -> str:
+    prof = run.get("profile") or {}
+    if not prof.get("available"):
+        return f"### Server profile: POST /api/v1/tasks\n\nNo profile: {prof.get('note')}."
+    batch = (run.get("actors") or {}).get("mean_batch_size")
+    intro = (f"py-spy (`record --nonblocking`, {prof['rate_hz']} Hz, idle samples excluded, so 100% = the server "
+             f"process's busy time) over a repeat of the write run into one project: wrk at {run['connections']} "
+             f"connections for {fmt(run['duration_s'], 0)} s ({prof['samples']:,} samples; that run: "
+             f"{fmt(run['requests_per_s'], 0)} req/s, p99 {fmt(run['p99_ms'], 1)} ms, actors' mean batch "
+             f"{fmt(batch, 1)}, server CPU {fmt(run['cpu']['server_cpu_pct'], 0)}% with PostgreSQL). Collapsed "
+             f"stacks: `{prof.get('collapsed_stacks')}` (not in git).")
+    areas = table(["area (inclusive: any frame of the stack)", "% of samples"], prof["inclusive_areas_pct"])
+    packages = table(["package of the innermost frame (self)", "% of samples"], prof["self_by_package_pct"])
+    functions = table(["innermost function (self)", "% of samples"], prof["top_functions_self_pct"])
+    return ("### Server profile: POST /api/v1/tasks\n\n" + intro + "\n\n" + areas + "\n\n" + packages + "\n\n"
+            + functions)

@@ -21,7 +21,8 @@ import httpx
 import trio
 import trio.testing
 
-from loadtest.stats import percentile
+from loadtest.hdr import Latencies
+from loadtest.stats import median
 
 STEPS = ("login", "tasks", "projects")
 ITERATION_DEADLINE_S = 120.0
@@ -56,11 +57,13 @@ async def _levels(base_url: str, emails: list[str], password: str, levels: list[
             "users": users, "iterations": len(walls), "requests": requests,
             "requests_per_s": round(requests / wall, 1) if wall else None,
             "users_per_s": round(users * len(walls) / wall, 1) if wall else None,
-            "iteration_wall_ms": {"p50": _ms(walls, 50), "max": _ms(walls, 100)},
+            "iteration_wall_ms": {"p50": round(median(walls) * 1000, 1), "max": round(max(walls) * 1000, 1)},
             "failures": failures, "driver_cpu_pct": round(100 * cpu_s / max(wall, 1e-9), 1),
         }
         for step, values in samples.items():
-            record[step] = {"p50_ms": _ms(values, 50), "p99_ms": _ms(values, 99), "count": len(values)}
+            hist = Latencies().record_many_ms(v * 1000 for v in values)
+            record[step] = {"p50_ms": hist.percentile_ms(50), "p99_ms": hist.percentile_ms(99), "count": len(values),
+                            "hdr": hist.encode() if values else None}
         results.append(record)
         say(f"   users={users:<3} {len(walls)} iteration(s): {record['requests_per_s']:8,.1f} req/s, "
             f"per user p50 {record['user']['p50_ms']} ms p99 {record['user']['p99_ms']} ms "
@@ -68,10 +71,6 @@ async def _levels(base_url: str, emails: list[str], password: str, levels: list[
             f"projects p50 {record['projects']['p50_ms']}); failures {failures or 0}; "
             f"driver CPU {record['driver_cpu_pct']}%")
     return results
-
-
-def _ms(values: Sequence[float], p: float) -> float | None:
-    return round(percentile(values, p) * 1000, 1) if values else None
 
 
 async def _iteration(base_url: str, emails: list[str], password: str, tls: ssl.SSLContext,

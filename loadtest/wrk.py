@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.progress import PROGRESS
+
 RESULT_PREFIX = "LOADTEST_RESULT "
 EXTRA_PREFIX = "LOADTEST_EXTRA "
 DEADLINE_MARGIN_S = 30.0
@@ -104,10 +106,11 @@ def run_wrk(base_url: str, path: str, *, connections: int, duration_s: float, sc
         env["LOADTEST_TOKEN"] = token
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=duration_s + DEADLINE_MARGIN_S,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
+        with PROGRESS.step(f"wrk {path.split('?')[0]} c={connections}", max(1, round(duration_s))):
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=duration_s + DEADLINE_MARGIN_S,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )
     except subprocess.TimeoutExpired as exc:
         raise WrkFailed(f"wrk did not finish within {duration_s + DEADLINE_MARGIN_S:.0f} s") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

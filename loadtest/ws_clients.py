@@ -12,7 +12,9 @@ needs:
   is decoded). For each op it records, once, the receive time minus the
   editor's send time of that op (both :func:`time.perf_counter` of this
   process), and it counts messages, event frames, duplicates, and any
-  ``resync``/``unsubscribed``/``error`` frame or close;
+  ``resync``/``unsubscribed``/``error`` frame or close. Like the SDK, it
+  sends an application ping every 20 s (a socket the server does not hear
+  from is dropped; the soak holds sockets for minutes), and so do editors;
 - an **editor** sends ``task.update`` ops over its own socket, either on a
   fixed schedule (``rate`` per second, op n due at ``t0 + phase + n/rate``:
   open loop, a late send is recorded as lag, not hidden) or closed loop with
@@ -27,6 +29,7 @@ matching costs two ``int()`` and an array lookup.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from array import array
@@ -41,12 +44,14 @@ from collab.client.updates import decode_message
 
 OP_ID = re.compile(r'"client_op_id":"e(\d+)-(\d+)"')
 EVENT_MARK = '"type":"event"'
+PONG_MARK = '{"type":"pong"'
 TROUBLE_MARKS = ('"type":"resync"', '"type":"unsubscribed"', '"type":"error"')
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 RECEIVE_BUFFER = 65536
 CONNECT_TIMEOUT_S = 15.0
 HANDSHAKE_TIMEOUT_S = 20.0   # auth -> welcome -> subscribe -> subscribed
 DISCONNECT_TIMEOUT_S = 5.0
+PING_INTERVAL_S = 20.0       # collab.client's RealtimeOptions.ping_interval_s
 
 ACKED, REFUSED = 1, 2
 
@@ -180,34 +185,49 @@ class Load:
                 self.failures[sub.failed or sub.closed or "cancelled"] += 1
                 self.settle()
 
+    async def _ping(self, ws: WebSocketConnection) -> None:
+        """An application ping every :data:`PING_INTERVAL_S`, as the SDK sends (a subscriber sends nothing
+        else, and the server may drop a socket it has not heard from; the pong carries no op id)."""
+        for n in itertools.count():
+            await trio.sleep(PING_INTERVAL_S)
+            await ws.send_message('{"type":"ping","id":"k%d"}' % n)
+
     async def _receive_events(self, ws: WebSocketConnection, sub: Subscriber) -> None:
         latencies, perf, streams = self.latencies_ms, time.perf_counter, self.streams
         own = sub.stream.index
         with trio.CancelScope() as scope:
             self.receive_scopes.append(scope)
-            while True:
-                text = await ws.get_message()
-                now = perf()
-                if isinstance(text, bytes):
-                    text = text.decode()
-                sub.messages += 1
-                sub.event_frames += text.count(EVENT_MARK)
-                for match in OP_ID.finditer(text):
-                    editor, n = int(match.group(1)), int(match.group(2))
-                    if editor != own:
-                        sub.foreign += 1
-                        continue
-                    if n >= len(sub.seen) or sub.seen[n]:
-                        sub.duplicates += 1
-                        continue
-                    sub.seen[n] = 1
-                    sub.unique += 1
-                    sent = streams[editor].sent_at[n]
-                    if sent:
-                        latencies.append((now - sent) * 1000)
-                for mark in TROUBLE_MARKS:
-                    if mark in text:
-                        sub.trouble[mark.split(":")[1].strip('"')] += 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ping, ws)
+                await self._scan(ws, sub, latencies, perf, streams, own)
+
+    async def _scan(self, ws: WebSocketConnection, sub: Subscriber, latencies: array, perf: Any,
+                    streams: dict[int, Stream], own: int) -> None:
+        while True:
+            text = await ws.get_message()
+            now = perf()
+            if isinstance(text, bytes):
+                text = text.decode()
+            if text.startswith(PONG_MARK):
+                continue  # the answer to our own ping: not part of the fan-out
+            sub.messages += 1
+            sub.event_frames += text.count(EVENT_MARK)
+            for match in OP_ID.finditer(text):
+                editor, n = int(match.group(1)), int(match.group(2))
+                if editor != own:
+                    sub.foreign += 1
+                    continue
+                if n >= len(sub.seen) or sub.seen[n]:
+                    sub.duplicates += 1
+                    continue
+                sub.seen[n] = 1
+                sub.unique += 1
+                sent = streams[editor].sent_at[n]
+                if sent:
+                    latencies.append((now - sent) * 1000)
+            for mark in TROUBLE_MARKS:
+                if mark in text:
+                    sub.trouble[mark.split(":")[1].strip('"')] += 1
 
     # --- editors -------------------------------------------------------------------------------
 
@@ -241,12 +261,14 @@ class Load:
     async def _editor_reader(self, ws: WebSocketConnection, stream: Stream) -> None:
         with trio.CancelScope() as scope:
             self.receive_scopes.append(scope)
-            while True:
-                message = await ws.get_message()
-                now = time.perf_counter()
-                for frame in decode_message(message):
-                    if frame["type"] in ("ack", "error"):
-                        stream.on_answer(frame, now)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ping, ws)  # an editor waits for GO in silence, maybe for long
+                while True:
+                    message = await ws.get_message()
+                    now = time.perf_counter()
+                    for frame in decode_message(message):
+                        if frame["type"] in ("ack", "error"):
+                            stream.on_answer(frame, now)
 
     async def _send_fixed(self, ws: WebSocketConnection, stream: Stream, rate: float, phase_s: float,
                           duration_s: float) -> None:

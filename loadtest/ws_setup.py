@@ -38,6 +38,7 @@ class Users:
     editor_token: str
     subscriber_ids: list[str]
     subscriber_tokens: list[str]
+    subscriber_emails: list[str] = field(default_factory=list)
 
     def tokens(self) -> dict[str, Any]:
         return {"editor": self.editor_token, "subscribers": self.subscriber_tokens}
@@ -53,9 +54,10 @@ def make_users(api: httpx.Client) -> Users:
     tag = secrets.token_hex(4)
     editor = f"lt-ws-editor-{tag}@example.com"
     register(api, editor, f"lt_ws_editor_{tag}")
-    ids, tokens = [], []
+    ids, tokens, emails = [], [], []
     for k in range(SUBSCRIBER_USERS):
         email = f"lt-ws-sub{k}-{tag}@example.com"
+        emails.append(email)
         register(api, email, f"lt_ws_sub{k}_{tag}")
         token = login(api, email)
         me = api.get("/api/v1/users/me", headers=bearer(token))
@@ -63,7 +65,7 @@ def make_users(api: httpx.Client) -> Users:
             raise ServerFailed(f"users/me: {me.status_code} {me.text[:200]}")
         ids.append(me.json()["id"])
         tokens.append(token)
-    return Users(editor, login(api, editor), ids, tokens)
+    return Users(editor, login(api, editor), ids, tokens, emails)
 
 
 def make_projects(api: httpx.Client, users: Users, n: int, name: str) -> list[Project]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadtest.charts import available, image
 from loadtest.foundation_tables import _context
 from loadtest.report import fmt, table
 
 RUN = """Run with:
 
 ```
-python -m loadtest ws                  # full run (~3-4 minutes on a quiet machine); rewrites this section
-python -m loadtest ws --quick          # smoke check (3 s runs, fewer sockets); leaves this file alone
+python -m loadtest ws                  # full run (~4-5 minutes on a quiet machine); rewrites this section
+python -m loadtest ws --quick          # same workloads, 4 s runs, 500 idle sockets; leaves this file alone without --docs
 python -m loadtest ws --scenarios fanout,throughput,many,idle   # a subset (the default is all four)
 python -m loadtest report loadtest/results/ws-<time>.json       # this section again from a result file
 ```
@@ -31,7 +32,9 @@ message**: the server's coalescing (event frames received / WebSocket messages r
 subscribers). **Server CPU**: the server process alone, and with its embedded PostgreSQL (100% = one
 core). **Load CPU**: the load-generator processes (100% = one core: at that point the latencies include
 their own queueing). **Others**: what other programs took from the server's core and the load core during
-the run (the machine may be shared; before each run the tool waits up to 30 s for both cores to be quiet)."""
+the run (the machine may be shared; before each run the tool waits up to 30 s, 2 s with `--quick`, for
+both cores to be quiet). Latency percentiles come from HDR histograms (3 significant digits) merged across
+the load-generator processes."""
 
 #: STACK.md, "What the broadcast path can do on this stack (measured)": a minimal hub of the same design.
 REFERENCE = {
@@ -64,8 +67,13 @@ def render(result: dict[str, Any], json_path: str) -> str:
     parts.append(_reading(result))
     parts.append(_baselines(result))
     parts.append(_reference(result))
+    again = "the measured" if result["parameters"].get("quick") else "a second"
     if result.get("fanout", {}).get("profiled"):
-        parts.append(_profile(result["fanout"]["profiled"]))
+        parts.append(_profile(result["fanout"]["profiled"], "W1 fan-out", f"{again} W1 run at "
+                              f"{result['fanout']['profiled']['subscribers']} subscribers"))
+    if result.get("throughput", {}).get("profiled"):
+        parts.append(_profile(result["throughput"]["profiled"], "W2 group commit", f"{again} W2 run with "
+                              f"{result['throughput']['profiled']['inflight']} ops in flight"))
     if result.get("warnings"):
         parts.append("**Warnings during the run:**\n\n" + "\n".join(f"- {w}" for w in result["warnings"]))
     return "\n\n".join(parts)
@@ -78,37 +86,50 @@ def _fanout_run(result: dict[str, Any], subscribers: int) -> dict[str, Any] | No
 
 
 def _targets(result: dict[str, Any]) -> str:
-    t = result["targets"]
+    t, goals = result["targets"], result.get("goals", {})
     rows = []
+
+    def goal(text: str, ok: bool | None) -> str:
+        return f"{text}: {_met(ok)}"
+
+    fan = result.get("fanout", {}).get("runs", [])
     for n, limit in t["fanout_p99_ms"].items():
         run = _fanout_run(result, int(n))
         p99 = run["latency_ms"]["p99"] if run else None
-        rows.append([f"W1 fanout, {n} subscribers: delivery p99 < {fmt(limit, 0)} ms",
-                     f"{fmt(p99, 1)} ms" if run else "not run", _met(p99 < limit if p99 is not None else None)])
-    fan = result.get("fanout", {}).get("runs", [])
+        missing = run["deliveries"]["missing"] if run else None
+        g = goals.get("fanout_p99_ms", {}).get(n) or goals.get("fanout_p99_ms", {}).get(int(n))
+        rows.append([f"W1 fan-out, {n} subscribers: delivery p99 <= {fmt(limit, 0)} ms, nothing missing",
+                     f"p99 {fmt(p99, 1)} ms, {missing:,} missing" if run else "not run",
+                     _met(p99 <= limit and missing == 0 if p99 is not None else None),
+                     goal(f"p99 < {fmt(g, 0)} ms", p99 < g if p99 is not None else None) if g else ""])
     if fan:
         missing = sum(r["deliveries"]["missing"] for r in fan)
         expected = sum(r["deliveries"]["expected"] for r in fan)
-        rows.append(["W1 fanout, every level: nothing missing", f"{missing:,} of {expected:,} missing",
-                     _met(missing == 0 and not any(r["deliveries"]["trouble_frames"] for r in fan))])
+        rows.append(["W1 fan-out, every level: nothing missing", f"{missing:,} of {expected:,} missing",
+                     _met(missing == 0 and not any(r["deliveries"]["trouble_frames"] for r in fan)), ""])
     for k, limit in t["throughput_ops_per_s"].items():
         run = next((r for r in result.get("throughput", {}).get("runs", []) if r["inflight"] == int(k)), None)
         value = run["acked_ops_per_s"] if run else None
-        rows.append([f"W2 throughput, {k} in flight: >= {fmt(limit, 0)} acked ops/s",
-                     f"{fmt(value, 0)} ops/s" if run else "not run", _met(value >= limit if value is not None else None)])
+        g = goals.get("throughput_ops_per_s", {}).get(k) or goals.get("throughput_ops_per_s", {}).get(int(k))
+        rows.append([f"W2 durable throughput, {k} in flight: >= {fmt(limit, 0)} acked ops/s",
+                     f"{fmt(value, 0)} ops/s" if run else "not run", _met(value >= limit if value is not None else None),
+                     goal(f"> {fmt(g, 0)} ops/s", value > g if value is not None else None) if g else ""])
     many = result.get("many")
     if many:
         p99 = many["latency_ms"]["p99"]
-        rows.append([f"W3 many projects: delivery p99 < {fmt(t['many_p99_ms'], 0)} ms", f"{fmt(p99, 1)} ms",
-                     _met(p99 is not None and p99 < t["many_p99_ms"])])
-        rows.append(["W3 many projects: nothing missing", f"{many['deliveries']['missing']:,} of "
-                     f"{many['deliveries']['expected']:,} missing", _met(many["deliveries"]["missing"] == 0)])
+        g = goals.get("many_p99_ms")
+        rows.append([f"W3 many projects: delivery p99 <= {fmt(t['many_p99_ms'], 0)} ms, nothing missing",
+                     f"p99 {fmt(p99, 1)} ms, {many['deliveries']['missing']:,} of {many['deliveries']['expected']:,} "
+                     "missing", _met(p99 is not None and p99 <= t["many_p99_ms"] and many["deliveries"]["missing"] == 0),
+                     goal(f"p99 < {fmt(g, 0)} ms", p99 < g if p99 is not None else None) if g else ""])
     idle = result.get("idle")
     if idle:
         per = idle["kib_per_socket"]
         rows.append([f"idle sockets: server RSS < {fmt(t['idle_kib_per_socket'], 0)} KiB per socket",
-                     f"{fmt(per, 1)} KiB", _met(per < t["idle_kib_per_socket"] if per is not None else None)])
-    return "### Targets\n\n" + table(["target", "measured", "met"], rows)
+                     f"{fmt(per, 1)} KiB", _met(per < t["idle_kib_per_socket"] if per is not None else None), ""])
+    return ("### Targets\n\nIssue 10's targets (durable path: an ack means committed; one server process) and, "
+            "beyond them, the goal of being ahead of ShareDB + PostgreSQL on the same workloads (STACK.md).\n\n"
+            + table(["target", "measured", "met", "goal (ahead of ShareDB)"], rows))
 
 
 # --- sections ----------------------------------------------------------------------------------------------
@@ -157,7 +178,9 @@ def _fanout(result: dict[str, Any]) -> str:
              "socket (5 users, N/5 sockets each). One row per N, each on a fresh project of the same server. "
              "\"Editor ack\": send -> `ack` (the op is committed). The drain after each run waits until every "
              "acknowledged op reached every subscriber, at most the configured drain time.")
-    return "### W1: fan-out of one busy project\n\n" + intro + "\n\n" + table(header, rows)
+    charts = [image(name, alt) for name, alt in available("ws", result) if name == "ws-fanout-latency.png"]
+    return "### W1: fan-out of one busy project\n\n" + intro + "\n\n" + table(header, rows) + "".join(
+        "\n\n" + c for c in charts)
 
 
 def _throughput(result: dict[str, Any]) -> str:
@@ -177,7 +200,9 @@ def _throughput(result: dict[str, Any]) -> str:
              f"next op goes out when an answer arrives) for {fmt(t['duration_s'], 0)} s. Acked ops/s = `ack` frames "
              "received inside the run window / its length; an ack means the op is committed to PostgreSQL (the "
              "project actor's group commit: \"mean commit batch\" is ops per commit, from the admin metrics).")
-    return "### W2: durable op throughput\n\n" + intro + "\n\n" + table(header, rows)
+    charts = [image(name, alt) for name, alt in available("ws", result) if name == "ws-throughput.png"]
+    return "### W2: durable op throughput\n\n" + intro + "\n\n" + table(header, rows) + "".join(
+        "\n\n" + c for c in charts)
 
 
 def _many(result: dict[str, Any]) -> str:
@@ -273,9 +298,10 @@ def _reading(result: dict[str, Any]) -> str:
     prof = result.get("fanout", {}).get("profiled", {}).get("profile", {})
     if prof.get("available") and prof.get("inclusive_areas_pct"):
         top = prof["self_by_package_pct"][:3]
+        areas = prof["inclusive_areas_pct"][:3]
         notes.append(f"Profile at {result['fanout']['profiled']['subscribers']} subscribers: innermost frames in "
-                     + ", ".join(f"{k} {v}%" for k, v in top) + "; the connection writers' send path (wake, flush "
-                     "clock, hypercorn send) dominates, see the profile below.")
+                     + ", ".join(f"{k} {v}%" for k, v in top) + "; the largest areas (inclusive) "
+                     + ", ".join(f"{k} {v}%" for k, v in areas) + " (see the profiles below).")
     return "### Reading the results\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""
 
 
@@ -314,19 +340,20 @@ def _reference(result: dict[str, Any]) -> str:
                      "our design, durable, best", "our design on uvicorn (asyncio)"], rows))
 
 
-def _profile(run: dict[str, Any]) -> str:
+def _profile(run: dict[str, Any], what: str, which: str) -> str:
     prof = run["profile"]
     if not prof.get("available"):
-        return f"### Server profile\n\nNo profile: {prof.get('note')}."
+        return f"### Server profile: {what}\n\nNo profile: {prof.get('note')}."
+    extra = (f"acked {fmt(run['acked_ops_per_s'], 0)} ops/s" if "acked_ops_per_s" in run else
+             f"delivery p50 / p99 / max {_lat(run)} ms, missing {_missing(run)}")
     intro = (f"py-spy (`record --nonblocking`, {prof['rate_hz']} Hz, idle samples excluded, so 100% = the server "
-             f"process's busy time) over a second W1 run at {run['subscribers']} subscribers "
-             f"({prof['samples']:,} samples; that run: delivery p50 / p99 / max {_lat(run)} ms, missing "
-             f"{_missing(run)}, server CPU {_cpu(run)}%). Collapsed stacks: `{prof.get('collapsed_stacks')}` "
-             "(not in git). Inclusive shares are lower bounds: a non-blocking sample sometimes catches a partial "
-             "stack. Under trio, a writer's send is a chain of task switches (wake event, flush clock, hypercorn's "
-             "send lock and shielded cancel scope, the socket send), which is why trio's own scheduler code is the "
-             "largest package.")
+             f"process's busy time) over {which} ({prof['samples']:,} samples; that run: {extra}, server CPU "
+             f"{_cpu(run)}%). Collapsed stacks: `{prof.get('collapsed_stacks')}` (not in git). Inclusive shares are "
+             "lower bounds: a non-blocking sample sometimes catches a partial stack. Under trio, a send is a chain "
+             "of task switches (wake event, flush clock, hypercorn's send lock and shielded cancel scope, the "
+             "socket send), which is why trio's own scheduler code is a large package.")
     areas = table(["area (inclusive: any frame of the stack)", "% of samples"], prof["inclusive_areas_pct"])
     packages = table(["package of the innermost frame (self)", "% of samples"], prof["self_by_package_pct"])
     functions = table(["innermost function (self)", "% of samples"], prof["top_functions_self_pct"])
-    return "### Server profile\n\n" + intro + "\n\n" + areas + "\n\n" + packages + "\n\n" + functions
+    return (f"### Server profile: {what}\n\n" + intro + "\n\n" + areas + "\n\n" + packages + "\n\n"
+            + functions)

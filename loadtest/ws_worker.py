@@ -12,9 +12,12 @@ and talks to it over its stdin/stdout, one line at a time:
    workers start their editors together; ``STOP`` ends the worker without a run.
 4. worker: editors send for ``duration_s``; then it waits up to ``drain_s``
    for every answer and every delivery, stops receiving, closes its sockets
-   (each close bounded), writes the result JSON and the raw delivery
-   latencies (float32 milliseconds) to files in the work dir, and prints
-   ``DONE <path>``.
+   (each close bounded), writes the result JSON to a file in the work dir,
+   and prints ``DONE <path>``. Latencies (delivery, ack, send lag) are kept
+   as raw arrays during the run (an append is all a hot loop can afford) and
+   go into the result as HDR histograms (:mod:`loadtest.hdr`, encoded), so
+   the driver merges several workers exactly; acks are also counted per
+   :data:`SERIES_BIN_S` (the throughput-over-time chart).
 
 The worker is bounded in time on its own (setup, run, drain, close), and the
 driver kills it if it overruns; stderr goes to a log file in the work dir.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import random
 import select
@@ -36,9 +40,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from loadtest.hdr import Latencies
+
 SETUP_DEADLINE_S = 120.0
 CLOSE_DEADLINE_S = 20.0
 DRAIN_POLL_S = 0.05
+SERIES_BIN_S = 0.25
 
 
 # --- the worker process ----------------------------------------------------------------------
@@ -115,10 +122,8 @@ async def _run_worker(spec: dict[str, Any]) -> int:
         nursery.cancel_scope.deadline = trio.current_time() + CLOSE_DEADLINE_S
     result["run"]["close_s"] = round(time.perf_counter() - closing, 3)
     result["run"]["close_deadline_hit"] = nursery.cancel_scope.cancelled_caught
-    result.update(_summarize(load, mode, wall0 + spec["duration_s"]))
-    latency_path = Path(spec["result_path"]).with_suffix(".lat")
-    array("f", load.latencies_ms).tofile(latency_path.open("wb"))
-    result["latency_file"] = str(latency_path)
+    result.update(_summarize(load, mode, wall0, wall0 + spec["duration_s"]))
+    result["latency_hdr"] = Latencies().record_many_ms(load.latencies_ms).encode() if len(load.latencies_ms) else None
     Path(spec["result_path"]).write_text(json.dumps(result))
     _say(f"DONE {spec['result_path']}")
     return 0
@@ -136,7 +141,7 @@ def _drained(load: Any, mode: str) -> bool:
     return True
 
 
-def _summarize(load: Any, mode: str, window_end: float) -> dict[str, Any]:
+def _summarize(load: Any, mode: str, window_start: float, window_end: float) -> dict[str, Any]:
     streams = [s for s in load.streams.values() if s.connected] if mode != "idle" else []
     subs = [s for s in load.subscribers if s.ready]
     errors: Counter[str] = Counter()
@@ -153,14 +158,21 @@ def _summarize(load: Any, mode: str, window_end: float) -> dict[str, Any]:
         trouble.update(sub.trouble)
         if sub.closed or sub.failed:
             closes[sub.closed or sub.failed] += 1
-    # Acks that arrived inside the run window (the closed-loop throughput).
+    # Acks that arrived inside the run window (the closed-loop throughput), and per bin of the window.
     window_acks = sum(sum(1 for t in s.ack_at if t <= window_end) for s in streams)
+    bins = [0] * max(1, math.ceil((window_end - window_start) / SERIES_BIN_S))
+    for s in streams:
+        for t in s.ack_at:
+            k = int((t - window_start) / SERIES_BIN_S)
+            if 0 <= k < len(bins):
+                bins[k] += 1
     expected = sum(s.stream.acked for s in subs)
     return {
         "ops": {"sent": sum(s.sent for s in streams), "acked": sum(s.acked for s in streams),
                 "refused": sum(s.refused for s in streams), "unanswered": sum(s.unanswered for s in streams),
                 "duplicate_answers": sum(s.duplicates for s in streams), "errors": dict(errors),
-                "acked_in_window": window_acks, "ack_ms": _summary(ack_ms), "send_lag_ms": _summary(lag_ms)},
+                "acked_in_window": window_acks, "acks_per_bin": {"bin_s": SERIES_BIN_S, "counts": bins},
+                "ack_ms": _histogram(ack_ms), "send_lag_ms": _histogram(lag_ms)},
         "deliveries": {"subscribers": len(subs), "expected": expected, "received": sum(s.unique for s in subs),
                        "missing": sum(s.missing() for s in subs), "duplicates": sum(s.duplicates for s in subs),
                        "foreign": sum(s.foreign for s in subs), "messages": sum(s.messages for s in subs),
@@ -179,8 +191,9 @@ def _pct(values: Any, p: float, scale: float = 1.0) -> float | None:
     return round(ordered[min(rank, len(ordered)) - 1] * scale, 3)
 
 
-def _summary(values: Any) -> dict[str, Any]:
-    return {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99), "max": _pct(values, 100)}
+def _histogram(values: Any) -> dict[str, Any]:
+    """Summary (ms) plus the encoded HDR histogram of ``values`` (ms)."""
+    return Latencies().record_many_ms(values).as_dict()
 
 
 def _say(line: str) -> None:
@@ -253,12 +266,6 @@ class WorkerProcess:
         if not line.startswith("DONE "):
             raise WorkerFailed(f"{self.name}: expected DONE, got {line[:200]!r}")
         result = json.loads(Path(line[5:]).read_text())
-        latencies = array("f")
-        path = Path(result.pop("latency_file"))
-        with path.open("rb") as f:
-            latencies.frombytes(f.read())
-        path.unlink()
-        result["latencies_ms"] = latencies
         self.proc.wait(timeout=30)
         return result
 

@@ -187,7 +187,12 @@ def hypercorn_config(settings: Settings, listen_fd: int | None = None) -> Hyperc
     config.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace_s
     config.keep_alive_timeout = settings.keep_alive_timeout_s
-    config.read_timeout = settings.body_timeout_s  # type: ignore[assignment]  # seconds, fractions too (trio.fail_after)
+    # hypercorn's read timeout also cuts a WebSocket that sends nothing: it must outlast the protocol's
+    # own idle limit (clients may stay silent up to COLLAB_WS_IDLE_TIMEOUT_S; the app closes them with
+    # 4002 then). Slow HTTP bodies are bounded by Quart's BODY_TIMEOUT, idle keep-alives by keep_alive_timeout.
+    config.read_timeout = max(  # type: ignore[assignment]  # seconds, fractions too (trio.fail_after)
+        settings.body_timeout_s, settings.ws_idle_timeout_s + 5,
+    )
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_concurrent_streams = 100
     config.h2_max_header_list_size = 16 * 1024

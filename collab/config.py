@@ -76,6 +76,7 @@ class Settings:
     auth_cache_entries: int = 10_000
     actor_inbox_size: int = 256
     actor_max_batch: int = 64
+    committers: int = 2  # shared committer tasks writing many projects' task batches per statement
     actor_ask_timeout_s: float = 10 * SECONDS
     actor_idle_timeout_s: float = 5 * MINUTES
     node_lease_ttl_s: float = 5 * SECONDS
@@ -271,6 +272,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "auth_cache_entries": _int(0, 10_000_000),
     "actor_inbox_size": _int(1, 100_000),
     "actor_max_batch": _int(1, 10_000),
+    "committers": _int(1, 32),
     "actor_ask_timeout_s": _float(0.1, 600),
     "actor_idle_timeout_s": _float(0.1, 24 * 3600),
     "node_lease_ttl_s": _float(1, 600),

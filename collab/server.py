@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from collab import __version__
+from collab.actors.committer import GroupCommitter
 from collab.actors.hub import Hub
 from collab.actors.ownership import Ownership
 from collab.actors.registry import RegistryOptions, open_registry
@@ -120,6 +121,8 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
         cluster = await stack.enter_async_context(trio.open_nursery())
         stack.callback(cluster.cancel_scope.cancel)
         await cluster.start(ownership.run)
+        committer = GroupCommitter(db, workers=settings.committers)
+        await cluster.start(committer.run)
         cluster_bus = ClusterBus(redis, ownership.node_id) if redis is not None else None
         notify: Callable[[Sequence[Notification]], None] = hub.push_notifications
         if cluster_bus is not None:
@@ -137,7 +140,8 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             inbox_size=settings.actor_inbox_size, max_batch=settings.actor_max_batch,
             ask_timeout_s=settings.actor_ask_timeout_s, commit_timeout_s=settings.db_statement_timeout_s,
             idle_timeout_s=settings.actor_idle_timeout_s,
-        ), publish=hub.publish, keep_alive=hub.is_watched, notify=notify, ownership=ownership, bus=cluster_bus))
+        ), publish=hub.publish, keep_alive=hub.is_watched, notify=notify, ownership=ownership, bus=cluster_bus,
+            committer=committer))
         if cluster_bus is not None:
             cluster_bus.wants_project = registry.follows
             cluster_bus.on_events = registry.apply_remote

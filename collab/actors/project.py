@@ -35,6 +35,7 @@ from typing import Any, Callable, Literal, Sequence
 import trio
 
 from collab.domain.model import Draft, ProjectState
+from collab.actors.committer import Committer, DirectCommitter
 from collab.actors.op_ids import OpIds
 from collab.actors.ownership import OwnedElsewhere, Ownership
 from collab.domain.ops import CommentEdit, Event, MemberAdd, Op, TaskCreate
@@ -46,6 +47,7 @@ from collab.errors import CollabError, IdempotencyKeyReused, Unavailable
 from collab.storage import changelog
 from collab.storage import projects as store
 from collab.storage.database import Database
+from collab.storage.task_commits import TaskBatch, fits_one_statement
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +120,10 @@ class ProjectActor:
     def __init__(
         self, project_id: uuid.UUID, db: Database, *, commit_timeout_s: float,
         publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 10_000,
-        ownership: Ownership | None = None,
+        ownership: Ownership | None = None, committer: Committer | None = None,
     ) -> None:
         self._ownership = ownership or Ownership(db)
+        self._committer = committer or DirectCommitter(db)
         self.epoch: int | None = None  # the ownership epoch that fences our commits; None: a follower
         self._notify = notify or (lambda notes: None)
         self.project_id = project_id
@@ -264,11 +267,8 @@ class ProjectActor:
             try:
                 with trio.move_on_after(self._commit_timeout_s) as deadline:
                     deadline.shield = True
-                    if store.fits_one_statement(records, keys, notes):
-                        await self._db.run(
-                            store.commit_task_batch, project_id=self.project_id, expected_seq=self.state.seq,
-                            records=records, epoch=self.epoch, transaction=False,
-                        )
+                    if fits_one_statement(records, keys, notes):
+                        await self._committer.commit(TaskBatch(self.project_id, self.state.seq, self.epoch, records))
                     else:
                         await self._db.run(
                             store.commit_batch, project_id=self.project_id, expected_seq=self.state.seq,

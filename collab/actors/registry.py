@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
 import trio
 
 from collab.actors import following
+from collab.actors.committer import Committer, CommitterStats
 from collab.actors.ownership import OwnedElsewhere, Ownership
 from collab.actors.project import (
     Accepted, Command, Idempotency, Notify, ProjectActor, ProjectNotFound, Publish, Rejected, Reply,
@@ -85,9 +86,10 @@ class ActorRegistry:
     def __init__(
         self, db: Database, nursery: trio.Nursery, options: RegistryOptions, publish: Publish | None = None,
         keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
-        ownership: Ownership | None = None, bus: "ClusterBus | None" = None,
+        ownership: Ownership | None = None, bus: "ClusterBus | None" = None, committer: Committer | None = None,
     ) -> None:
         self._db = db
+        self._committer = committer
         self.ownership = ownership or Ownership(db)
         self.bus = bus
         self._notify = notify
@@ -130,6 +132,17 @@ class ActorRegistry:
             "mean_batch_size": round(commands / batches, 3) if batches else 0.0,
             "failed_commits": sum(s.failed_commits for s in stats),
             "commit_seconds_total": round(sum(s.commit_seconds_total for s in stats), 6),
+            **self._committer_figures(),
+        }
+
+    def _committer_figures(self) -> dict[str, float | int]:
+        shared = getattr(self._committer, "stats", None)
+        if not isinstance(shared, CommitterStats):
+            return {}
+        return {
+            "shared_commit_statements": shared.statements,
+            "shared_commit_batches": shared.batches,
+            "mean_batches_per_statement": round(shared.mean_batches_per_statement, 3),
         }
 
     def inbox_depth(self, project_id: uuid.UUID) -> int:
@@ -265,7 +278,7 @@ class ActorRegistry:
     def _new_actor(self, project_id: uuid.UUID) -> ProjectActor:
         return ProjectActor(
             project_id, self._db, commit_timeout_s=self._options.commit_timeout_s, publish=self._publish,
-            notify=self._notify, ownership=self.ownership,
+            notify=self._notify, ownership=self.ownership, committer=self._committer,
         )
 
     def _forget(self, slot: _Slot) -> None:
@@ -426,10 +439,10 @@ def _drain(recv: trio.MemoryReceiveChannel[Command], limit: int | None) -> list[
 async def open_registry(
     db: Database, options: RegistryOptions, publish: Publish | None = None,
     keep_alive: Callable[[uuid.UUID], bool] | None = None, notify: Notify | None = None,
-    ownership: Ownership | None = None, bus: "ClusterBus | None" = None,
+    ownership: Ownership | None = None, bus: "ClusterBus | None" = None, committer: Committer | None = None,
 ) -> AsyncIterator[ActorRegistry]:
     async with trio.open_nursery() as nursery:
-        registry = ActorRegistry(db, nursery, options, publish, keep_alive, notify, ownership, bus)
+        registry = ActorRegistry(db, nursery, options, publish, keep_alive, notify, ownership, bus, committer)
         try:
             yield registry
         finally:

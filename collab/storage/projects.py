@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import asyncpg
-import orjson
 
 from collab.domain.model import (
     Attachment, Comment, Member, Priority, Project, ProjectRole, ProjectState, ProjectStatus, Task, TaskStatus,
@@ -216,10 +215,8 @@ async def create_project(
 
 # --- committing a batch -----------------------------------------------------------
 
-_UPSERT_TASK = """
-INSERT INTO tasks (id, project_id, title, description, status, priority, assignee_id, created_by, due_date,
-                   completed_at, estimated_hours, actual_hours, tags, position, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+#: How a written task replaces the stored row (here and in storage/task_commits.py).
+TASK_CONFLICT_UPDATE = """
 ON CONFLICT (id) DO UPDATE SET
     title = EXCLUDED.title, description = EXCLUDED.description, status = EXCLUDED.status,
     priority = EXCLUDED.priority, assignee_id = EXCLUDED.assignee_id, due_date = EXCLUDED.due_date,
@@ -227,6 +224,14 @@ ON CONFLICT (id) DO UPDATE SET
     actual_hours = EXCLUDED.actual_hours, tags = EXCLUDED.tags, position = EXCLUDED.position,
     version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
 """
+
+# A constant joined to a constant: no value is interpolated (values are bind parameters).
+_INSERT_TASK = """
+INSERT INTO tasks (id, project_id, title, description, status, priority, assignee_id, created_by, due_date,
+                   completed_at, estimated_hours, actual_hours, tags, position, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+"""
+_UPSERT_TASK = _INSERT_TASK + TASK_CONFLICT_UPDATE  # nosec B608
 
 _UPSERT_MEMBER = """
 INSERT INTO project_members (project_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)
@@ -290,84 +295,6 @@ async def commit_batch(
         await _record_idempotency(conn, idempotency)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
-
-
-# --- the hot path: a batch of task events as ONE statement -------------------------
-
-_ONE_STATEMENT_TASK_COMMIT = """
-WITH fence AS (
-    UPDATE projects SET seq = $3 WHERE id = $1 AND seq = $2 AND owner_epoch = $27 RETURNING id
-), events AS (
-    INSERT INTO project_events (project_id, seq, kind, task_id, actor_id, client_op_id, payload)
-    SELECT $1, e.seq, e.kind, e.task_id, e.actor_id, e.client_op_id, e.payload::jsonb
-    FROM fence, unnest($4::bigint[], $5::text[], $6::uuid[], $7::uuid[], $8::text[], $9::text[])
-         AS e(seq, kind, task_id, actor_id, client_op_id, payload)
-    RETURNING 1
-), upserted AS (
-    INSERT INTO tasks (id, project_id, title, description, status, priority, assignee_id, created_by, due_date,
-                       completed_at, estimated_hours, actual_hours, tags, position, version, created_at, updated_at)
-    SELECT t.id, $1, t.title, t.description, t.status, t.priority, t.assignee_id, t.created_by, t.due_date,
-           t.completed_at, t.estimated_hours, t.actual_hours,
-           ARRAY(SELECT jsonb_array_elements_text(t.tags::jsonb)), t.position, t.version, t.created_at, t.updated_at
-    FROM fence, unnest($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[], $15::uuid[], $16::uuid[],
-                       $17::timestamptz[], $18::timestamptz[], $19::int[], $20::int[], $21::text[], $22::text[],
-                       $23::bigint[], $24::timestamptz[], $25::timestamptz[])
-         AS t(id, title, description, status, priority, assignee_id, created_by, due_date, completed_at,
-              estimated_hours, actual_hours, tags, position, version, created_at, updated_at)
-    ON CONFLICT (id) DO UPDATE SET
-        title = EXCLUDED.title, description = EXCLUDED.description, status = EXCLUDED.status,
-        priority = EXCLUDED.priority, assignee_id = EXCLUDED.assignee_id, due_date = EXCLUDED.due_date,
-        completed_at = EXCLUDED.completed_at, estimated_hours = EXCLUDED.estimated_hours,
-        actual_hours = EXCLUDED.actual_hours, tags = EXCLUDED.tags, position = EXCLUDED.position,
-        version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
-    RETURNING 1
-), deleted AS (
-    DELETE FROM tasks WHERE project_id = $1 AND id = ANY($26::uuid[]) AND EXISTS (SELECT 1 FROM fence)
-    RETURNING 1
-)
-SELECT count(*) FROM fence
-"""
-
-
-def fits_one_statement(
-    records: Sequence[EventRecord], idempotency: Sequence[Any], notifications: Sequence[Any],
-) -> bool:
-    """True for the common batch (task events only) that :func:`commit_task_batch` writes."""
-    return bool(records) and not idempotency and not notifications and all(
-        r.event.kind.startswith("task.") for r in records
-    )
-
-
-async def commit_task_batch(
-    conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
-    epoch: int,
-) -> None:
-    """A batch of task events as one fenced statement (atomic without BEGIN/COMMIT):
-    one round trip instead of five. Same guarantees as :func:`commit_batch`."""
-    final: dict[uuid.UUID, Task | None] = {}
-    for r in records:
-        final[r.event.task_id] = r.event.after if isinstance(r.event.after, Task) else None  # type: ignore[index]
-    puts = [t for t in final.values() if t is not None]
-    gone = [tid for tid, t in final.items() if t is None]
-    events = [r.event for r in records]
-    try:
-        fenced = await conn.fetchval(
-            _ONE_STATEMENT_TASK_COMMIT, project_id, expected_seq, events[-1].seq,
-            [e.seq for e in events], [e.kind for e in events], [e.task_id for e in events],
-            [r.actor_id for r in records], [r.client_op_id for r in records],
-            [orjson.dumps(e.payload).decode() for e in events],
-            [t.id for t in puts], [t.title for t in puts], [t.description for t in puts],
-            [t.status.value for t in puts], [t.priority.value for t in puts], [t.assignee_id for t in puts],
-            [t.created_by for t in puts], [t.due_date for t in puts], [t.completed_at for t in puts],
-            [t.estimated_hours for t in puts], [t.actual_hours for t in puts],
-            [orjson.dumps(list(t.tags)).decode() for t in puts], [t.position for t in puts],
-            [t.version for t in puts], [t.created_at for t in puts], [t.updated_at for t in puts],
-            gone, epoch,
-        )
-    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-        raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
-    if fenced != 1:
-        raise FenceLost()
 
 
 async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: Sequence[Event]) -> None:

@@ -33,6 +33,7 @@ from collab.errors import (
     Busy, CollabError, IdempotencyKeyReused, NotFound, Unavailable,
 )
 from collab.storage import projects as store
+from collab.storage import task_commits
 from collab.storage.projects import CommitRejected
 from collab.storage import users as users_store
 from collab.storage.database import Database, PoolOptions, open_database
@@ -148,7 +149,7 @@ class CommitGate:
         real_run = db.run
 
         async def run(unit: Any, *args: Any, **kwargs: Any) -> Any:
-            if unit in (store.commit_batch, store.commit_task_batch):
+            if unit in (store.commit_batch, task_commits.commit_task_batch, task_commits.commit_task_batches):
                 self.arrived += 1
                 await self.opened.wait()
             return await real_run(unit, *args, **kwargs)

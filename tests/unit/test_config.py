@@ -106,6 +106,7 @@ INVALID = {
     "auth_cache_entries": "-1",
     "actor_inbox_size": "0",
     "actor_max_batch": "none",
+    "committers": "0",
     "actor_ask_timeout_s": "0",
     "actor_idle_timeout_s": "-1",
     "node_lease_ttl_s": "0.5",

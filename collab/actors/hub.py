@@ -28,7 +28,7 @@ from collab.protocol import server_frames as frames
 from collab.storage.projects import EventRecord
 
 if TYPE_CHECKING:
-    from collab.actors.ws_session import WsSession
+    from collab.actors.ws_session import Subscription, WsSession
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 class Hub:
     def __init__(self, clock: FlushClock | None = None) -> None:
         self.clock = clock or FlushClock()
-        self._subscribers: dict[uuid.UUID, set["WsSession"]] = {}
+        # project -> its subscribed sessions, each with its Subscription (held here so the fan-out
+        # does not look it up per socket and event)
+        self._subscribers: dict[uuid.UUID, dict["WsSession", "Subscription"]] = {}
         self._by_user: dict[uuid.UUID, set["WsSession"]] = {}
         self._by_login: dict[uuid.UUID, set["WsSession"]] = {}  # auth session id -> sockets
         self._presence: dict[uuid.UUID, dict["WsSession", dict[str, Any]]] = {}
@@ -78,10 +80,14 @@ class Hub:
     # --- subscriptions -----------------------------------------------------------
 
     def subscribe(self, session: "WsSession", project_id: uuid.UUID) -> None:
-        self._subscribers.setdefault(project_id, set()).add(session)
+        self._subscribers.setdefault(project_id, {})[session] = session.subscriptions[project_id]
 
     def unsubscribe(self, session: "WsSession", project_id: uuid.UUID) -> None:
-        _discard(self._subscribers, project_id, session)
+        subscribers = self._subscribers.get(project_id)
+        if subscribers is not None:
+            subscribers.pop(session, None)
+            if not subscribers:
+                del self._subscribers[project_id]
         session.subscriptions.pop(project_id, None)
         self._leave_presence(session, project_id)
 
@@ -101,9 +107,9 @@ class Hub:
             text = frames.encode(
                 frames.event(project_id, e.seq, e.kind, e.payload, record.actor_id, record.client_op_id)
             )
-            for session in list(subscribers):
-                session.deliver(project_id, e.seq, text)
-                self.frames_enqueued += 1
+            for session, sub in list(subscribers.items()):
+                session.deliver_to(sub, project_id, e.seq, text)
+            self.frames_enqueued += len(subscribers)
             if e.kind == "member.removed" and e.subject_id is not None:
                 for session in [s for s in subscribers if s.principal.user_id == e.subject_id]:
                     self.end_subscription(session, project_id, "removed")

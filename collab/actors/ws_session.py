@@ -13,14 +13,18 @@ client resubscribes with ``since`` and catches up from the change log). A
 subscriber that needs ``max_resyncs`` resyncs within ``resync_window_s`` is
 closed with ``4001 slow consumer``.
 
-Coalescing: a woken writer waits for the shared :class:`FlushClock`, then
+Coalescing: queuing something for an idle writer asks the shared
+:class:`FlushClock` to wake it at the next flush moment; the writer then
 sends whatever is queued as one message (a JSON array when there are several
-frames), up to ``max_frames_per_message``.
+frames), up to ``max_frames_per_message``. One wake per flush, one reused
+cancel scope for the send deadline: the per-message cost that hundreds of
+writers pay in every flush is kept small.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -58,11 +62,8 @@ class Subscription:
     overflowed: bool = False
 
 
-@dataclass(eq=False)
-class _Entry:
-    text: str
-    project_id: uuid.UUID | None = None  # set for events (droppable), None for control frames
-    seq: int = 0
+#: An outbox entry: (text, project id, seq) for an event (droppable), (text, None, 0) for a control frame.
+_Entry = tuple[str, "uuid.UUID | None", int]
 
 
 class WsSession:
@@ -79,6 +80,7 @@ class WsSession:
         self._outbox: deque[_Entry] = deque()
         self._queued_events = 0
         self._wake = trio.Event()
+        self._kicked = False  # a wake is requested (from the clock) and not yet taken by the writer
         self._resyncs: deque[float] = deque()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -89,7 +91,12 @@ class WsSession:
     def deliver(self, project_id: uuid.UUID, seq: int, text: str) -> None:
         """A committed event of a project this session is subscribed to."""
         sub = self.subscriptions.get(project_id)
-        if sub is None or self.close_code is not None:
+        if sub is not None:
+            self.deliver_to(sub, project_id, seq, text)
+
+    def deliver_to(self, sub: Subscription, project_id: uuid.UUID, seq: int, text: str) -> None:
+        """:meth:`deliver` with the subscription at hand (the hub's fan-out: no lookup per socket)."""
+        if self.close_code is not None:
             return
         if sub.pending is not None:
             if len(sub.pending) >= self._limits.max_queued_events:
@@ -104,9 +111,10 @@ class WsSession:
             if project_id not in self.subscriptions:
                 return
         sub.last_seq = seq
-        self._outbox.append(_Entry(text, project_id, seq))
+        self._outbox.append((text, project_id, seq))
         self._queued_events += 1
-        self._wake.set()
+        if not self._kicked:
+            self._kick()
 
     def send_control(self, frame: dict[str, Any]) -> None:
         self.send_control_text(frames.encode(frame))
@@ -117,8 +125,17 @@ class WsSession:
         if len(self._outbox) - self._queued_events >= self._limits.max_queued_control:
             self.close(frames.CloseCode.SLOW_CONSUMER, "too many unread replies")
             return
-        self._outbox.append(_Entry(text))
-        self._wake.set()
+        self._outbox.append((text, None, 0))
+        if not self._kicked:
+            self._kick()
+
+    def _kick(self) -> None:
+        """Wake the writer at the next flush moment (at once without a clock)."""
+        self._kicked = True
+        if self._clock is None:
+            self._wake.set()
+        else:
+            self._clock.request(self._wake)
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to send a close frame (once) and stop."""
@@ -151,10 +168,10 @@ class WsSession:
         first_dropped: dict[uuid.UUID, int] = {}
         kept: deque[_Entry] = deque()
         for entry in self._outbox:
-            if entry.project_id is None:
+            if entry[1] is None:
                 kept.append(entry)
             else:
-                first_dropped.setdefault(entry.project_id, entry.seq)
+                first_dropped.setdefault(entry[1], entry[2])
         self._outbox = kept
         self._queued_events = 0
         for project_id, seq in first_dropped.items():
@@ -183,31 +200,37 @@ class WsSession:
     # --- the writer --------------------------------------------------------------------
 
     async def run_writer(self) -> None:
-        """Send queued frames until closed; then send the close frame."""
+        """Send queued frames until closed; then send the close frame.
+
+        Raises :class:`trio.TooSlowError` when one send takes longer than
+        ``send_timeout_s`` (the peer stopped reading).
+        """
         limits = self._limits
         try:
-            while True:
-                await self._wake.wait()
-                if self._clock is not None and self.close_code is None:
-                    await self._clock.wait()  # coalesce with everything else arriving now
-                self._wake = trio.Event()
-                while self._outbox:
-                    batch: list[str] = []
-                    while self._outbox and len(batch) < limits.max_frames_per_message:
-                        entry = self._outbox.popleft()
-                        if entry.project_id is not None:
-                            self._queued_events -= 1
-                        batch.append(entry.text)
-                    with trio.fail_after(limits.send_timeout_s):
+            with trio.CancelScope() as send_deadline:  # one scope, re-armed around each send
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    self._kicked = False
+                    while self._outbox:
+                        batch: list[str] = []
+                        while self._outbox and len(batch) < limits.max_frames_per_message:
+                            text, project_id, _ = self._outbox.popleft()
+                            if project_id is not None:
+                                self._queued_events -= 1
+                            batch.append(text)
+                        send_deadline.deadline = trio.current_time() + limits.send_timeout_s
                         await self._send({"type": "websocket.send", "text": frames.join(batch)})
-                    self.hub.messages_sent += 1
-                    self.hub.frames_sent += len(batch)
-                    del batch, entry  # an idle socket must not keep its last message (often a snapshot)
-                if self.close_code is not None:
-                    with trio.move_on_after(limits.send_timeout_s):
-                        await self._send(
-                            {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
-                        )
-                    return
+                        send_deadline.deadline = math.inf
+                        self.hub.messages_sent += 1
+                        self.hub.frames_sent += len(batch)
+                        del batch, text  # an idle socket must not keep its last message (often a snapshot)
+                    if self.close_code is not None:
+                        send_deadline.deadline = math.inf
+                        break
+            if send_deadline.cancelled_caught:
+                raise trio.TooSlowError
+            with trio.move_on_after(limits.send_timeout_s):
+                await self._send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
         finally:
             self.closed.set()

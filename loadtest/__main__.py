@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from loadtest import foundation, report, run_all, scaleout, soak, tasks, ws
+from loadtest import calibration, foundation, report, run_all, scaleout, soak, tasks, ws
 
 SCENARIOS: dict[str, tuple[Any, str]] = {
+    "calibration": (calibration, "req/s of a bare quart-trio hello-world route on the server's core against "
+                                 "the ~1,100 req/s of STACK.md: how fast this machine is today (`all` runs it "
+                                 "first)"),
     "foundation": (foundation, "startup time, REST throughput (ping vs users/me), concurrent logins"),
     "tasks": (tasks, "task reads and durable writes vs ping, lists and search, the seed's benchmarks, "
                      "a profile of POST /tasks"),

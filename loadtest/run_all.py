@@ -1,7 +1,7 @@
 """``python -m loadtest all [--quick]``: every scenario in turn, then the summary of issue 10's targets.
 
-Runs :data:`loadtest.__main__.SCENARIOS` in order (foundation, tasks, ws,
-soak, and attachments when that module exists), each exactly as its own
+Runs :data:`loadtest.__main__.SCENARIOS` in order (calibration, foundation,
+tasks, ws, soak, and attachments when that module exists), each exactly as its own
 command would with the same ``--quick`` and the shared options, and each
 rewriting its section of docs/benchmarks.md and its charts (``--docs`` is
 passed even with ``--quick``; ``--no-docs`` turns all of it off). A
@@ -10,6 +10,11 @@ then 1. Last, the summary section (targets, measured, met, goal; the wall
 time of every scenario) is made from this run's result files and written
 between the ``summary`` markers, with its JSON in
 ``loadtest/results/all-<time>.json``.
+
+The calibration (:mod:`loadtest.calibration`: a bare quart-trio route's req/s
+against the reference machine's) runs first even with ``--only``, unless
+``--skip calibration``: the summary needs it to scale the targets to this
+machine's speed. It writes no docs section of its own.
 
 ``all --quick`` is the one command that refreshes the whole document in
 under 10 minutes on the 2-core machine; a full ``all`` takes ~25-30 minutes
@@ -101,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in names if n not in skipped]
     if not names:
         raise SystemExit("loadtest: no scenario left to run")
+    if "calibration" in SCENARIOS and "calibration" not in names and "calibration" not in skipped:
+        names.insert(0, "calibration")  # the summary scales the targets by it (module docstring)
     began = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine, software = describe_machine(), describe_software()

@@ -8,6 +8,8 @@ server cannot block on a full pipe. Every wait here has a deadline.
 
 The server's environment is the caller's minus every ``COLLAB_*`` variable
 (so a developer's shell cannot change what is measured), plus the ones given.
+``argv`` and ``health_path`` let the same class run another ASGI server (the
+bare app of :mod:`loadtest.calibration`) with the same guarantees.
 """
 
 from __future__ import annotations
@@ -116,12 +118,18 @@ def run_collab(args: Sequence[str], env: Mapping[str, str], *, stdin_text: str =
 
 
 class ServerProcess:
-    """One ``collab serve --port <port>`` child process (see the module docstring)."""
+    """One ``collab serve --port <port>`` child process (see the module docstring).
+
+    ``argv`` replaces the whole command line (it must listen on ``port``) and ``health_path`` the route
+    :meth:`wait_healthy` polls: for a server that is not ``collab``."""
 
     def __init__(self, env: Mapping[str, str], *, log_path: Path, port: int | None = None,
                  cpus: set[int] | None = None, data_dir: Path | None = None, stop_timeout_s: float = 60.0,
-                 command: Sequence[str] | None = None) -> None:
+                 command: Sequence[str] | None = None, argv: Sequence[str] | None = None,
+                 health_path: str = "/health") -> None:
         self.command = list(command) if command else None  # default: the `collab` executable
+        self.argv = list(argv) if argv else None
+        self.health_path = health_path
         self.env = dict(env)
         self.port = port or free_port()
         self.cpus = cpus
@@ -139,7 +147,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [*(self.command or collab_command()), "serve", "--port", str(self.port)]
+        argv = self.argv or [*(self.command or collab_command()), "serve", "--port", str(self.port)]
         log = open(self.log_path, "ab")
         try:
             self.launched_at = time.perf_counter()
@@ -153,7 +161,7 @@ class ServerProcess:
             log.close()
 
     def wait_healthy(self, timeout_s: float) -> float:
-        """Poll GET /health until it answers 200; return seconds since launch."""
+        """Poll GET :attr:`health_path` (/health) until it answers 200; return seconds since launch."""
         assert self.proc is not None
         deadline = self.launched_at + timeout_s
         while time.perf_counter() < deadline:
@@ -162,14 +170,14 @@ class ServerProcess:
             if self._health_status() == 200:
                 return time.perf_counter() - self.launched_at
             time.sleep(HEALTH_POLL_S)
-        raise ServerFailed(f"no 200 from /health within {timeout_s:.0f} s; {self.log_tail()}")
+        raise ServerFailed(f"no 200 from {self.health_path} within {timeout_s:.0f} s; {self.log_tail()}")
 
     def _health_status(self) -> int | None:
         # A fresh connection per poll, closed at once: an idle keep-alive
         # connection would make the graceful stop wait (STACK.md, trap 3).
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HEALTH_REQUEST_TIMEOUT_S)
         try:
-            conn.request("GET", "/health", headers={"Connection": "close"})
+            conn.request("GET", self.health_path, headers={"Connection": "close"})
             response = conn.getresponse()
             response.read()
             return response.status

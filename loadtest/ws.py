@@ -444,9 +444,24 @@ def counts_of(dicts: list[dict[str, int]]) -> dict[str, int]:
 
 
 def _actor_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The actors' figures over a run: batches, ops per batch, mean commit time and, with the shared
+    committers, project batches per statement (older servers lack some figures: those stay None)."""
     commands, batches = after["commands"] - before["commands"], after["batches"] - before["batches"]
-    return {"commands": commands, "batches": batches, "mean_batch_size": round(commands / batches, 2) if batches > 0 else None,
-            "failed_commits": after["failed_commits"] - before["failed_commits"]}
+    out: dict[str, Any] = {
+        "commands": commands, "batches": batches,
+        "mean_batch_size": round(commands / batches, 2) if batches > 0 else None,
+        "failed_commits": after["failed_commits"] - before["failed_commits"],
+        "mean_commit_ms": None, "statements": None, "batches_per_statement": None,
+    }
+    if "commit_seconds_total" in after and batches > 0:
+        out["mean_commit_ms"] = round((after["commit_seconds_total"] - before["commit_seconds_total"]) * 1000
+                                      / batches, 2)
+    if "shared_commit_statements" in after:
+        statements = after["shared_commit_statements"] - before["shared_commit_statements"]
+        shared = after["shared_commit_batches"] - before["shared_commit_batches"]
+        out["statements"] = statements
+        out["batches_per_statement"] = round(shared / statements, 2) if statements > 0 else None
+    return out
 
 
 def _line(run: dict[str, Any]) -> str:
@@ -543,7 +558,8 @@ def _profiled(run: dict[str, Any], path: Path) -> dict[str, Any]:
     return run
 
 
-def run_many(srv: Server, users: Users, opts: Options) -> dict[str, Any]:
+def run_many(srv: Server, users: Users, opts: Options, results_dir: Path, stamp: str) -> dict[str, Any]:
+    """W3, its measured run under py-spy when profiling (the profile shows where a core of mixed work goes)."""
     n = opts.many_projects
     say(f"   many: creating {n} projects ({n * SUBSCRIBER_USERS} memberships, {n * 4} tasks)")
     began = time.perf_counter()
@@ -562,7 +578,11 @@ def run_many(srv: Server, users: Users, opts: Options) -> dict[str, Any]:
     sockets = n * (opts.many_subscribers + 1)
     say(f"   many: {n} projects x {opts.many_subscribers} subscribers + 1 editor each ({sockets:,} sockets, "
         f"{workers} load process(es)), {opts.many_rate:g} ops/s per editor for {opts.many_duration_s:g} s")
-    run = srv.measured_run(f"many {n} projects", specs, opts.many_duration_s)
+    path = results_dir / f"ws-{stamp}-pyspy-many-{n}.txt"
+    run = srv.measured_run(f"many {n} projects", specs, opts.many_duration_s,
+                           profile_to=path if opts.profile else None)
+    if opts.profile:
+        _profiled(run, path)
     run.update({"projects": n, "subscribers_per_project": opts.many_subscribers, "rate": opts.many_rate,
                 "sockets": sockets, "setup_s": round(setup_s, 1)})
     say(f"      {_line(run)}; server RSS {run['rss_kib_before']} -> {run['rss_kib_end']} KiB")
@@ -689,7 +709,7 @@ def run(args: argparse.Namespace) -> int:
                 elif name == "throughput":
                     section.update(run_throughput(srv, users, opts, report.RESULTS_DIR, stamp))
                 elif name == "many":
-                    section.update(run_many(srv, users, opts))
+                    section.update(run_many(srv, users, opts, report.RESULTS_DIR, stamp))
                 else:
                     section.update(run_idle(srv, users, opts))
                 section["server"].update(srv.stop())

@@ -71,6 +71,10 @@ def render(result: dict[str, Any], json_path: str) -> str:
     if result.get("fanout", {}).get("profiled"):
         parts.append(_profile(result["fanout"]["profiled"], "W1 fan-out", f"{again} W1 run at "
                               f"{result['fanout']['profiled']['subscribers']} subscribers"))
+    many = result.get("many", {})
+    if many.get("profile", {}).get("available"):
+        parts.append(_profile(many, "W3 many projects", f"measured W3 run ({many['projects']} projects x "
+                              f"{many['subscribers_per_project']} subscribers)"))
     if result.get("throughput", {}).get("profiled"):
         parts.append(_profile(result["throughput"]["profiled"], "W2 group commit", f"{again} W2 run with "
                               f"{result['throughput']['profiled']['inflight']} ops in flight"))
@@ -285,7 +289,10 @@ def _reading(result: dict[str, Any]) -> str:
         with_pg = one["cpu"]["server_cpu_pct"] * 10 / one["acked_ops_per_s"]
         notes.append(f"W2 with 1 op in flight: {fmt(one['acked_ops_per_s'], 0)} ops/s at {fmt(one['ops']['ack_ms']['p50'], 2)} "
                      f"ms per op, one commit per op; about {fmt(per_op, 1)} ms of server-process CPU per op "
-                     f"({fmt(with_pg, 1)} ms with PostgreSQL).")
+                     f"({fmt(with_pg, 1)} ms with PostgreSQL)"
+                     + (f"; the commit itself (request to durable, as the actor sees it) took "
+                        f"{fmt(one['actors']['mean_commit_ms'], 2)} ms on average"
+                        if one["actors"].get("mean_commit_ms") is not None else "") + ".")
     many = result.get("many")
     if many:
         offered = many["projects"] * many["rate"]
@@ -293,8 +300,11 @@ def _reading(result: dict[str, Any]) -> str:
         notes.append(f"W3 offered {fmt(offered, 0)} ops/s spread over {many['projects']} projects and acked "
                      f"{fmt(got, 0)} ops/s in the window"
                      + (" (below the offered rate: queues grew for the whole run)" if got < 0.97 * offered else "")
-                     + f"; each project's actor commits on its own, {fmt(many['actors']['mean_batch_size'], 2)} ops "
-                     "per commit on average.")
+                     + f"; {fmt(many['actors']['mean_batch_size'], 2)} ops per project batch on average"
+                     + (f", {fmt(many['actors']['batches_per_statement'], 2)} project batches per shared statement "
+                        f"({many['actors']['statements']:,} statements)" if many["actors"].get("statements") else "")
+                     + (f", {fmt(many['actors']['mean_commit_ms'], 1)} ms from a batch's commit request to durable"
+                        if many["actors"].get("mean_commit_ms") is not None else "") + ".")
     prof = result.get("fanout", {}).get("profiled", {}).get("profile", {})
     if prof.get("available") and prof.get("inclusive_areas_pct"):
         top = prof["self_by_package_pct"][:3]

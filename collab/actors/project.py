@@ -119,7 +119,7 @@ class ProjectNotFound(Exception):
 class ProjectActor:
     def __init__(
         self, project_id: uuid.UUID, db: Database, *, commit_timeout_s: float,
-        publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 10_000,
+        publish: Publish, notify: Notify | None = None, recent_keys: int = 1024, op_id_window: int = 1_000,
         ownership: Ownership | None = None, committer: Committer | None = None,
     ) -> None:
         self._ownership = ownership or Ownership(db)
@@ -207,10 +207,8 @@ class ProjectActor:
         notes: list[Notification] = []
         in_batch: dict[tuple[uuid.UUID, str], tuple[str, Accepted]] = {}
         repeats: list[Command] = []  # same key and request as an earlier command of this batch
-        op_keys = [(c.caller.user_id, c.client_op_id) for c in batch if c.client_op_id]
-        if op_keys:
-            await self.op_ids.look_up(self._db, self.project_id, op_keys)
         ops_in_batch: dict[tuple[uuid.UUID, str], Command] = {}
+        refused: list[tuple[Command, CollabError]] = []  # rejected ops that may be resends of old ones
         for command in batch:
             if command.client_op_id:
                 op_key = (command.caller.user_id, command.client_op_id)
@@ -236,7 +234,10 @@ class ProjectActor:
             try:
                 events = apply(draft, command.op, command.caller, now)
             except CollabError as error:
-                _reply(command, Rejected(error))
+                if command.client_op_id and not self.op_ids.complete:
+                    refused.append((command, error))
+                else:
+                    _reply(command, Rejected(error))
                 continue
             before = {e.task_id: draft.task_at(checkpoint, e.task_id) for e in events if e.task_id is not None}
             notes.extend(notifications_for(
@@ -259,6 +260,8 @@ class ProjectActor:
                     command.caller.user_id, command.idempotency.key, command.idempotency.request_hash,
                     command.idempotency.success_status, result, {},
                 ))
+        if refused:
+            await self._answer_refused(draft, refused)
         self.stats.batches += 1
         self.stats.commands += len(batch)
         self.stats.last_batch_size = len(batch)
@@ -282,6 +285,14 @@ class ProjectActor:
                     "commit of %d events for project %s failed: %s", len(records), self.project_id, error.detail,
                 )
                 await self.load()
+                if isinstance(error, store.DuplicateOpId) and await self.op_ids.fetch(
+                    self._db, self.project_id,
+                    [(c.caller.user_id, c.client_op_id) for c, _ in accepted if c.client_op_id],
+                ):
+                    # An op id older than the in-memory window was resent: now that the
+                    # window knows it, run the batch's unanswered commands again.
+                    await self.process([c for c, _ in accepted] + repeats)
+                    return
                 if isinstance(error, store.CommitRejected) and len(accepted) > 1:
                     # PostgreSQL refused some data the rules let through: commit the
                     # commands one by one so only the offending one fails.
@@ -331,6 +342,20 @@ class ProjectActor:
                 self._notify(notes)
         except Exception:  # noqa: BLE001 - logged; subscribers resume from the change log
             log.exception("delivering the committed batch of project %s failed", self.project_id)
+
+    async def _answer_refused(self, draft: Draft, refused: list[tuple[Command, CollabError]]) -> None:
+        """Rules refused these ops; one may be the resend of an op applied before the
+        in-memory window (a create whose task exists, an update of a deleted task):
+        look the ids up first, so a resend is answered as applied, not as an error."""
+        try:
+            await self.op_ids.fetch(
+                self._db, self.project_id, [(c.caller.user_id, c.client_op_id) for c, _ in refused if c.client_op_id],
+            )
+        except CollabError:
+            pass  # cannot tell: the rules' answer stands
+        for command, error in refused:
+            applied = self.op_ids.get((command.caller.user_id, command.client_op_id or ""))
+            _reply(command, self._already_applied(draft, command, applied) if applied else Rejected(error))
 
     def _already_applied(self, draft: Draft, command: Command, applied: changelog.AppliedOp) -> Accepted:
         """The ack for a resent op: its original seq, the target as it is now."""

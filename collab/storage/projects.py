@@ -255,6 +255,18 @@ class CommitRejected(InternalError):
     """PostgreSQL refused the batch (a constraint the domain did not foresee)."""
 
 
+class DuplicateOpId(CommitRejected):
+    """A client op id of the batch is already in the change log: a resend of an op
+    older than the actor's in-memory window (the caller looks it up and answers it)."""
+
+
+def refused(exc: Exception) -> CommitRejected:
+    """The error for data PostgreSQL refused: :class:`DuplicateOpId` for the op-id constraint."""
+    if getattr(exc, "constraint_name", None) == "project_events_op_unique":
+        return DuplicateOpId("an op id of the batch was already applied")
+    return CommitRejected(f"the database refused the batch ({type(exc).__name__})")
+
+
 async def commit_batch(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, expected_seq: int, records: Sequence[EventRecord],
     idempotency: Sequence[IdempotencyRecord] = (), notifications: Sequence[Notification] = (), epoch: int,
@@ -294,7 +306,7 @@ async def commit_batch(
             )
         await _record_idempotency(conn, idempotency)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-        raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
+        raise refused(exc) from exc
 
 
 async def _write_rows(conn: asyncpg.Connection, project_id: uuid.UUID, events: Sequence[Event]) -> None:

@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from collab.domain.model import Task
-from collab.storage.projects import TASK_CONFLICT_UPDATE, CommitRejected, EventRecord, FenceLost
+from collab.storage.projects import TASK_CONFLICT_UPDATE, EventRecord, FenceLost, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ async def commit_task_batches(conn: asyncpg.Connection, batches: Sequence[TaskBa
             [t.updated_at for _, t in puts], *gone,
         )
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-        raise CommitRejected(f"the database refused the batch ({type(exc).__name__})") from exc
+        raise refused(exc) from exc
     return set(fenced)
 
 

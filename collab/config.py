@@ -33,6 +33,7 @@ MIB = 1024 * KIB
 MIN_SECRET_BYTES = 32
 ENVIRONMENTS = ("development", "production", "test")
 LOG_FORMATS = ("text", "json")
+ACCESS_LOG = ("all", "errors", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PASSWORD_HASHING = ("argon2id", "argon2id-fast-insecure")
 GLOBAL_ROLES = ("admin", "manager", "developer", "viewer")
@@ -69,6 +70,7 @@ class Settings:
     migrate_on_start: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    access_log: str = "all"  # which requests get an access-log line: all, errors (status >= 400), off
     password_hashing: str = "argon2id"  # noqa: S105 - an algorithm name, not a secret
     password_hash_concurrency: int = 2
     registration_role: str = "manager"
@@ -265,6 +267,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "migrate_on_start": _bool,
     "log_level": _choice(LOG_LEVELS, upper=True),
     "log_format": _choice(LOG_FORMATS),
+    "access_log": _choice(ACCESS_LOG),
     "password_hashing": _choice(PASSWORD_HASHING),
     "password_hash_concurrency": _int(1, 64),
     "registration_role": _choice(GLOBAL_ROLES),

@@ -31,6 +31,7 @@ __all__ = ["MAX_TOKEN_CHARS", "TokenClaims", "TokenCodec", "TokenType"]
 TokenType = Literal["access", "refresh"]
 
 MAX_TOKEN_CHARS = 4096
+VERIFIED_CACHE_ENTRIES = 4096  # access tokens remembered as verified (per process)
 MIN_SECRET_BYTES = 32
 _ALGORITHM = "HS256"
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti", "sid", "typ"]
@@ -83,6 +84,11 @@ class TokenCodec:
         self._access_ttl_s = access_ttl_s
         self._refresh_ttl_s = refresh_ttl_s
         self._clock = clock
+        # Access tokens verified before: the same token arrives with every request of a
+        # client, and its HMAC and claims checks cost more than the rest of the
+        # authentication. Keyed by the whole token (a changed byte misses); the time
+        # window is checked again on every hit.
+        self._verified: dict[str, TokenClaims] = {}
 
     @staticmethod
     def new_jti() -> str:
@@ -107,6 +113,12 @@ class TokenCodec:
         """Verify ``token`` and return its claims, or raise ``Unauthenticated``."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise Unauthenticated(_INVALID)
+        known = self._verified.get(token) if expected_type == "access" else None
+        if known is not None:
+            if known.issued_at <= self._clock() < known.expires_at:
+                return known
+            del self._verified[token]
+            raise Unauthenticated(_INVALID)
         try:
             payload = jwt.decode(
                 token,
@@ -130,6 +142,10 @@ class TokenCodec:
         claims = self._claims_from(payload, expected_type)
         if claims is None:
             raise Unauthenticated(_INVALID)
+        if expected_type == "access":
+            if len(self._verified) >= VERIFIED_CACHE_ENTRIES:
+                self._verified.clear()  # bounded; refilled by the next requests
+            self._verified[token] = claims
         return claims
 
     def _issue(

@@ -142,15 +142,18 @@ def install_request_hooks(app: QuartTrio) -> None:
         principal = g.get("principal")
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         seconds = time.perf_counter() - started if started else 0.0
-        access_log.info(
-            "%s %s %d", request.method, rule, response.status_code,
-            extra={
-                "method": request.method,
-                "route": rule,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 2),
-                "user_id": str(principal.user_id) if principal else None,
-            },
-        )
-        services().metrics.observe_request(rule, request.method, response.status_code, seconds)
+        svc = services()
+        policy = svc.settings.access_log
+        if policy == "all" or (policy == "errors" and response.status_code >= 400):
+            access_log.info(
+                "%s %s %d", request.method, rule, response.status_code,
+                extra={
+                    "method": request.method,
+                    "route": rule,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "user_id": str(principal.user_id) if principal else None,
+                },
+            )
+        svc.metrics.observe_request(rule, request.method, response.status_code, seconds)
         return response

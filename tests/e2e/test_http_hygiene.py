@@ -64,6 +64,33 @@ async def test_every_log_line_of_a_request_carries_its_id_as_json(client: httpx.
     assert request_id_var.get() is None  # the test's own context was never touched
 
 
+async def test_access_log_errors_only_or_off(settings: Settings) -> None:
+    """COLLAB_ACCESS_LOG=errors logs only statuses >= 400; off logs none; metrics count them all."""
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    for policy, expected in (("errors", {404}), ("off", set())):
+        handler = Keep()
+        access = logging.getLogger("collab.access")
+        previous = access.level
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        try:
+            async with start_server(settings.replace(access_log=policy)) as running:
+                async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as http:
+                    assert (await http.get("/api/v1/ping")).status_code == 200
+                    assert (await http.get("/api/v1/no-such-route")).status_code == 404
+        finally:
+            access.removeHandler(handler)
+            access.setLevel(previous)
+        assert {getattr(r, "status", None) for r in handler.records} == expected, (policy, handler.records)
+
+
 async def test_cors_preflight_for_an_allowed_origin(settings: Settings) -> None:
     async with start_server(settings.replace(cors_origins=(ORIGIN,))) as running:
         async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as http:

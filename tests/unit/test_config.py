@@ -99,6 +99,7 @@ INVALID = {
     "migrate_on_start": "maybe",
     "log_level": "verbose",
     "log_format": "xml",
+    "access_log": "some",
     "password_hashing": "md5",
     "password_hash_concurrency": "0",
     "registration_role": "superuser",

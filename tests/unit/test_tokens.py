@@ -280,3 +280,51 @@ def test_decode_of_arbitrary_signed_claims_only_raises_unauthenticated(payload: 
         codec.decode(sign(payload), "access")
     except Unauthenticated as exc:
         assert exc.detail == INVALID
+
+
+# --- the cache of verified access tokens ------------------------------------------------
+
+def test_a_verified_access_token_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = make_codec()
+    token, claims = codec.issue_access(USER, SESSION)
+    assert codec.decode(token, "access") == claims
+    calls: list[str] = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append("decode") or real(*a, **k))
+    assert codec.decode(token, "access") == claims
+    assert calls == [], "the second request reused the first verification"
+
+
+def test_a_cached_token_still_expires() -> None:
+    clock = FakeClock()
+    codec = make_codec(clock)
+    token, _ = codec.issue_access(USER, SESSION)
+    codec.decode(token, "access")
+    clock.now += 900
+    with pytest.raises(Unauthenticated, match=INVALID):
+        codec.decode(token, "access")
+    clock.now = NOW  # the entry is gone: a later check verifies from scratch
+    assert codec.decode(token, "access").user_id == USER
+
+
+def test_the_cache_is_per_token_and_per_type() -> None:
+    codec = make_codec()
+    token, _ = codec.issue_access(USER, SESSION)
+    codec.decode(token, "access")
+    header, payload, signature = token.split(".")
+    tampered = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(Unauthenticated, match=INVALID):
+        codec.decode(tampered, "access")
+    with pytest.raises(Unauthenticated, match=INVALID):
+        codec.decode(token, "refresh")  # an access token is never a refresh token, cached or not
+
+
+def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import collab.auth.tokens as tokens_module
+
+    monkeypatch.setattr(tokens_module, "VERIFIED_CACHE_ENTRIES", 3)
+    codec = make_codec()
+    for _ in range(10):
+        token, claims = codec.issue_access(USER, SESSION)
+        assert codec.decode(token, "access") == claims
+    assert len(codec._verified) <= 3

@@ -82,6 +82,7 @@ class Settings:
     actor_ask_timeout_s: float = 10 * SECONDS
     actor_idle_timeout_s: float = 5 * MINUTES
     node_lease_ttl_s: float = 5 * SECONDS
+    gc_sweep_interval_s: float = 30 * SECONDS  # collect GC generations 0 and 1 this often (0: never); gc_policy.py
     workers: int = 0  # worker processes for `collab serve`; 0 = every core with Redis and a database URL, else 1
     login_per_ip_per_minute: int = 30
     login_per_account_per_minute: int = 10
@@ -279,6 +280,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "actor_ask_timeout_s": _float(0.1, 600),
     "actor_idle_timeout_s": _float(0.1, 24 * 3600),
     "node_lease_ttl_s": _float(1, 600),
+    "gc_sweep_interval_s": _float(0, 3600),
     "workers": _int(0, 256),
     "login_per_ip_per_minute": _int(1, 1_000_000),
     "login_per_account_per_minute": _int(1, 1_000_000),

@@ -11,7 +11,6 @@ status.
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 from functools import partial
@@ -23,7 +22,7 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from collab import __version__
+from collab import __version__, gc_policy
 from collab.actors.committer import GroupCommitter
 from collab.actors.hub import Hub
 from collab.actors.ownership import Ownership
@@ -156,7 +155,7 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
             raise Unavailable(f"cannot keep attachments in {blobs.root}: {exc.strerror}") from exc
         services = AppServices(
             settings=settings, db=db, auth=auth, registry=registry, hub=hub, cache_ping=cache_ping, limiter=limiter,
-            redis=redis, blobs=blobs,
+            redis=redis, blobs=blobs, gc_sweeper=gc_policy.YoungSweeper(settings.gc_sweep_interval_s),
         )
         metrics: Metrics = services.metrics
         metrics.bind(Sources(
@@ -260,6 +259,7 @@ async def serve(
             assert services.blobs is not None  # open_services always makes the store
             async with trio.open_nursery() as background:
                 await background.start(services.loop_monitor.run)
+                await background.start(services.gc_sweeper.run)
                 await background.start(services.hub.clock.run)
                 await background.start(partial(
                     sweep_periodically, services.blobs,
@@ -286,14 +286,9 @@ async def serve(
     log.info("stopped")
 
 
-#: Fewer, larger young-generation collections: with many connections the
-#: default thresholds spend a large share of CPU in the collector (STACK.md).
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
 async def serve_until_signalled(settings: Settings, listen_fd: int | None = None) -> None:
     """Serve until SIGINT or SIGTERM stops it gracefully; a second signal stops at once."""
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc_policy.configure()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, stop, nursery.cancel_scope, settings.shutdown_grace_s)

@@ -35,6 +35,7 @@ from collab.errors import Unauthenticated
 from collab.http.client_address import ClientAddressResolver
 from collab.http.upload_body import is_streamed
 from collab.logs import request_id_var
+from collab.gc_policy import YoungSweeper
 from collab.loop_monitor import LoopMonitor
 from collab.metrics import Metrics
 from collab.ratelimit import Limiter
@@ -68,6 +69,7 @@ class AppServices:
     cache_ping: Any = None  # async () -> bool, or None when no Redis is configured
     limiter: Limiter = field(default_factory=lambda: Limiter(None))
     loop_monitor: LoopMonitor = field(default_factory=LoopMonitor)
+    gc_sweeper: YoungSweeper = field(default_factory=lambda: YoungSweeper(0.0))
     started_at: float = field(default_factory=time.time)
     metrics: Metrics = field(default_factory=Metrics)
     draining: trio.Event = field(default_factory=trio.Event)  # set when shutdown begins: /ready says 503

@@ -125,7 +125,7 @@ async def logs() -> Response:
 @blueprint.get("/metrics")
 @api(tag="admin", ok=AdminMetrics, errors=(403,))
 async def metrics() -> Response:
-    """System figures as JSON: uptime, event-loop stalls, database pool, project actors, WebSockets."""
+    """System figures as JSON: uptime, event-loop stalls, database pool, project actors, WebSockets, GC."""
     await require_admin()
     svc = services()
     return json_response({
@@ -134,6 +134,7 @@ async def metrics() -> Response:
         "database_pool": svc.db.pool_stats(),
         "actors": svc.registry.figures(),
         "websockets": svc.hub.figures(),
+        "garbage_collector": svc.gc_sweeper.figures(),
     })
 
 

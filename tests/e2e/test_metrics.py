@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab.config import Settings
@@ -112,3 +113,20 @@ async def test_the_metrics_port_serves_metrics_only_without_auth(settings: Setti
             assert (await http.get(f"http://127.0.0.1:{port}/api/v1/ping")).status_code == 404
             # The main port still wants a token.
             assert (await http.get(f"{running.base_url}/metrics")).status_code == 401
+
+
+async def test_admin_metrics_show_the_garbage_collector(settings: Settings) -> None:
+    async with start_server(settings.replace(gc_sweep_interval_s=0.2)) as running:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=15) as http:
+            admin = await register(http)
+            await make_admin(running.settings.database_url, admin["id"])
+            tokens = await login(http, admin["email"])
+            figures: dict = {}
+            for _ in range(50):  # the sweeper runs every 0.2 s: wait (bounded) for its first sweeps
+                figures = (await http.get("/api/v1/admin/metrics", headers=bearer(tokens["access_token"]))).json()
+                if figures["garbage_collector"]["sweeps"] >= 2:
+                    break
+                await trio.sleep(0.1)
+            collector = figures["garbage_collector"]
+            assert collector["sweep_interval_s"] == 0.2 and collector["sweeps"] >= 2
+            assert collector["worst_sweep_pause_ms"] >= 0 and len(collector["collections"]) == 3

@@ -108,6 +108,7 @@ INVALID = {
     "actor_inbox_size": "0",
     "actor_max_batch": "none",
     "committers": "0",
+    "gc_sweep_interval_s": "-1",
     "actor_ask_timeout_s": "0",
     "actor_idle_timeout_s": "-1",
     "node_lease_ttl_s": "0.5",

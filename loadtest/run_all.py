@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", help="comma-separated scenarios to run (default: all of them)")
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     parser.add_argument("--soak-duration", type=float, help="seconds of the soak (default 600; 90 with --quick)")
+    parser.add_argument("--soak-result", type=Path,
+                        help="a soak result JSON (e.g. of a 10-minute `python -m loadtest soak`) to report instead of "
+                             "running the soak: the summary and the soak section then show that run")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON results only; leave docs/ alone")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy runs (ws and tasks)")
     parser.add_argument("--database-url", help="use this PostgreSQL instead of embedded ones (the runs add data to it)")
@@ -104,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         names = [n for n in names if n in wanted]
     skipped = {n.strip() for n in args.skip.split(",") if n.strip()}
     names = [n for n in names if n not in skipped]
+    reused: dict[str, Any] | None = None
+    if args.soak_result is not None:
+        reused = report.read_json(args.soak_result)
+        if reused.get("scenario") != "soak":
+            raise SystemExit(f"loadtest: {args.soak_result} is not a soak result")
+        names = [n for n in names if n != "soak"]
     if not names:
         raise SystemExit("loadtest: no scenario left to run")
     if "calibration" in SCENARIOS and "calibration" not in names and "calibration" not in skipped:
@@ -154,6 +163,14 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             paths[name] = report.relative(path)
             results[name] = report.read_json(path)
+    if reused is not None and args.soak_result is not None:
+        paths["soak"] = report.relative(args.soak_result.resolve())
+        results["soak"] = reused
+        timing["scenarios"]["soak"] = {"wall_s": 0.0, "exit_code": 0, "reused": paths["soak"]}
+        if not args.no_docs:
+            body = report.renderer("soak")(reused, paths["soak"])
+            for note in report.publish("soak", reused, body, report.TITLES.get("soak")):
+                say(note)
     timing["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     timing["wall_s"] = round(time.perf_counter() - began, 1)
     machine["loadavg_at_end"] = load_average()

@@ -44,6 +44,7 @@ from collab.http.context import AppServices
 from collab.storage.attachments import referenced_hashes
 from collab.storage.blobs import sweep_periodically
 from collab.storage.database import Database, PoolOptions, open_database
+from collab.storage.db_thread import open_threaded_database
 from collab.storage.local_blobs import LocalBlobStore
 from collab.storage.embedded import open_embedded_postgres
 from collab.storage.migrations import check_schema, migrate
@@ -120,7 +121,13 @@ async def open_services(settings: Settings) -> AsyncIterator[AppServices]:
         cluster = await stack.enter_async_context(trio.open_nursery())
         stack.callback(cluster.cancel_scope.cancel)
         await cluster.start(ownership.run)
-        committer = GroupCommitter(db, workers=settings.committers)
+        # The committers' statements run on a pool of their own, on its own thread and asyncio loop
+        # (collab/storage/db_thread.py): a busy trio scheduler does not slow the commit down.
+        commit_db = await stack.enter_async_context(open_threaded_database(db.dsn, PoolOptions(
+            min_size=1, max_size=settings.committers, connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_s=settings.db_statement_timeout_s, application_name="collab-committer",
+        ), label="committer"))
+        committer = GroupCommitter(commit_db, workers=settings.committers)
         await cluster.start(committer.run)
         cluster_bus = ClusterBus(redis, ownership.node_id) if redis is not None else None
         notify: Callable[[Sequence[Notification]], None] = hub.push_notifications

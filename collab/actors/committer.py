@@ -37,7 +37,7 @@ from typing import Protocol
 import trio
 
 from collab.errors import CollabError, Unavailable
-from collab.storage.database import Database
+from collab.storage.database import Database, UnitRunner
 from collab.storage.projects import CommitRejected, FenceLost
 from collab.storage.task_commits import TaskBatch, commit_task_batch, commit_task_batches
 
@@ -85,7 +85,7 @@ class CommitterStats:
 class GroupCommitter:
     """``workers`` shared committer tasks; start with ``nursery.start(committer.run)``."""
 
-    def __init__(self, db: Database, *, workers: int = 2, max_batches: int = 128) -> None:
+    def __init__(self, db: UnitRunner, *, workers: int = 2, max_batches: int = 128) -> None:
         self._db = db
         self._workers = workers
         self._max_batches = max_batches

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -70,12 +70,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class UnitRunner(Protocol):
+    """Anything that runs units of work: :class:`Database`, or a pool on its own thread (db_thread.py)."""
+
+    async def run(self, unit: Unit[T], *args: Any, transaction: bool = True, **kwargs: Any) -> T: ...
+
+
 class Database:
     """Owns the pool; runs units of work on it. Create with :func:`open_database`."""
 
-    def __init__(self, pool: asyncpg.Pool, *, label: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, label: str, dsn: str = "") -> None:
         self._pool = pool
         self.label = label
+        self.dsn = dsn  # to open another pool on the same database (may hold a password: never log it)
 
     async def run(self, unit: Unit[T], *args: Any, transaction: bool = True, **kwargs: Any) -> T:
         """Run ``unit(conn, *args, **kwargs)`` on one pooled connection as one asyncio task.
@@ -84,25 +91,9 @@ class Database:
         that commits when it returns and rolls back when it raises or is
         cancelled. Cancellation from trio is safe at any point.
         """
-        try:
-            result: T = await trio_asyncio.aio_as_trio(self._run_unit)(unit, args, kwargs, transaction)
-            return result
-        except CollabError:
-            raise
-        except _UNAVAILABLE as exc:
-            raise Unavailable("The database is unavailable") from exc
-        except (asyncpg.exceptions.CharacterNotInRepertoireError,
-                asyncpg.exceptions.UntranslatableCharacterError) as exc:
-            raise ValidationFailed(
-                [FieldError((), "The text contains characters that cannot be stored", "unstorable")]
-            ) from exc
-
-    async def _run_unit(self, unit: Unit[T], args: tuple[Any, ...], kwargs: dict[str, Any], transaction: bool) -> T:
-        async with self._pool.acquire() as conn:
-            if not transaction:
-                return await unit(conn, *args, **kwargs)
-            async with conn.transaction():
-                return await unit(conn, *args, **kwargs)
+        with map_errors():
+            result: T = await trio_asyncio.aio_as_trio(run_unit)(self._pool, unit, args, kwargs, transaction)
+        return result
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """True when a trivial query answers within ``timeout_s``."""
@@ -118,6 +109,33 @@ class Database:
         size = self._pool.get_size()
         idle = self._pool.get_idle_size()
         return {"size": size, "idle": idle, "in_use": size - idle, "max": self._pool.get_max_size()}
+
+
+async def run_unit(
+    pool: asyncpg.Pool, unit: Unit[T], args: tuple[Any, ...], kwargs: dict[str, Any], transaction: bool,
+) -> T:
+    """One unit of work on one pooled connection (an asyncio coroutine: the whole unit is one task)."""
+    async with pool.acquire() as conn:
+        if not transaction:
+            return await unit(conn, *args, **kwargs)
+        async with conn.transaction():
+            return await unit(conn, *args, **kwargs)
+
+
+@contextmanager
+def map_errors() -> Iterator[None]:
+    """Connection failures and timeouts become :class:`Unavailable`; unstorable text a validation error."""
+    try:
+        yield
+    except CollabError:
+        raise
+    except _UNAVAILABLE as exc:
+        raise Unavailable("The database is unavailable") from exc
+    except (asyncpg.exceptions.CharacterNotInRepertoireError,
+            asyncpg.exceptions.UntranslatableCharacterError) as exc:
+        raise ValidationFailed(
+            [FieldError((), "The text contains characters that cannot be stored", "unstorable")]
+        ) from exc
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -144,7 +162,7 @@ async def open_database(dsn: str, options: PoolOptions, *, label: str) -> AsyncI
             asyncpg.exceptions.InvalidPasswordError) as exc:
         raise Unavailable(f"cannot connect to the database ({type(exc).__name__}: {exc})") from exc
     try:
-        yield Database(pool, label=label)
+        yield Database(pool, label=label, dsn=dsn)
     finally:
         with trio.move_on_after(options.connect_timeout_s) as scope:
             scope.shield = True

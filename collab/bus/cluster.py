@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EVENTS = "collab:cluster:events"
 PRESENCE = "collab:cluster:presence"
 NOTIFY = "collab:cluster:notify"
+PUBLISH_RETRIES = 3  # attempts after a failed publish while Redis seemed up (0.1, 0.2, 0.4 s apart)
 
 
 def node_channel(node_id: str) -> str:
@@ -116,19 +117,34 @@ class ClusterBus:
     async def _publish_loop(self) -> None:
         failing = False
         async for channel, message in self._out_recv:
-            try:
-                with trio.fail_after(2):
-                    await self._link.publish(channel, message)
+            error = await self._publish_with_retries(channel, message, retries=0 if failing else PUBLISH_RETRIES)
+            if error is None:
                 self.published += 1
                 if failing:
                     failing = False
                     log.info("cluster bus: publishing to Redis again")
-            except Exception as exc:  # noqa: BLE001 - Redis down: followers catch up from the log later
-                self.dropped += 1
-                if not failing:
-                    failing = True
-                    log.warning("cluster bus: cannot publish to Redis (%s); messages are dropped until it is back",
-                                type(exc).__name__)
+                continue
+            self.dropped += 1  # Redis down: followers catch up from the log when they resubscribe
+            if not failing:
+                failing = True
+                log.warning("cluster bus: cannot publish to Redis (%s); messages are dropped until it is back",
+                            type(error).__name__)
+
+    async def _publish_with_retries(self, channel: str, message: bytes, retries: int) -> Exception | None:
+        """Publish; on failure try again (after a Redis restart the first attempt often meets a
+        dead pooled connection, and a follower whose subscription survived would not notice a
+        dropped event until the project's next one). The last error, or None once published."""
+        error: Exception | None = None
+        for attempt in range(retries + 1):
+            if attempt:
+                await trio.sleep(0.05 * 2 ** attempt)
+            try:
+                with trio.fail_after(2):
+                    await self._link.publish(channel, message)
+                return None
+            except Exception as exc:  # noqa: BLE001 - any Redis or network error
+                error = exc
+        return error
 
     async def _subscribe_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         backoff, failed_before, started = 0.2, False, False

@@ -42,10 +42,8 @@ from typing import Any, Callable
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, docs_wanted, picker, public_params
-from loadtest.cpu import CpuWindow
-from loadtest.foundation import plan_placement
-from loadtest.machine import describe_machine, describe_software, load_average
+from loadtest.common import ServerRunOptions, server_run_options, add_common_arguments, picker, prepare_run
+from loadtest.machine import describe_software, load_average
 from loadtest.progress import PROGRESS, say
 from loadtest.serverproc import ServerFailed, ServerProcess, collab_env
 from loadtest.stats import median
@@ -66,19 +64,10 @@ VERDICT_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ServerRunOptions):
     size_mib: int
     repetitions: int
     concurrency: int
-    database_url: str | None
-    server_log_level: str | None
-    startup_timeout_s: float
-    quick: bool
-    update_docs: bool
-    keep_data: bool
-
-    def public(self) -> dict[str, Any]:
-        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,9 +82,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     pick = picker(args)
     opts = Options(
         size_mib=args.size_mib, repetitions=pick(args.repetitions, 5, 2), concurrency=args.concurrency,
-        database_url=args.database_url, server_log_level=args.server_log_level,
-        startup_timeout_s=args.startup_timeout, quick=args.quick, update_docs=docs_wanted(args),
-        keep_data=args.keep_data,
+        **server_run_options(args),
     )
     for name, value, lo, hi in (("--size-mib", opts.size_mib, 1, 1024), ("--repetitions", opts.repetitions, 1, 50),
                                 ("--concurrency", opts.concurrency, 1, 16)):
@@ -193,14 +180,10 @@ def run(args: argparse.Namespace) -> int:
     if psutil is None:
         print("loadtest: psutil is needed to sample the server's RSS (pip install -e '.[dev]')", file=sys.stderr)
         return 2
-    place = plan_placement()
-    machine = describe_machine()
-    if place.load is not None:
-        os.sched_setaffinity(0, place.load)
-    background = CpuWindow([])
-    background.start()
-    time.sleep(1.0)
-    machine["background_busy_pct"] = background.stop()["core_busy_pct"]
+    prepared = prepare_run(needs_wrk=False)
+    if prepared is None:
+        return 2
+    place, machine = prepared
     result: dict[str, Any] = {
         "scenario": SCENARIO, "format": 1, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "software": describe_software(), "placement": place.description,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict
-from typing import Any, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
 from loadtest.cpu import CpuWindow
 from loadtest.machine import describe_machine
@@ -85,6 +85,33 @@ def docs_wanted(args: Any) -> bool:
     return not args.no_docs and (args.docs or not args.quick)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerRunOptions:
+    """The options of every scenario that starts servers (the common command-line options);
+    a scenario's ``Options`` adds its own fields."""
+
+    database_url: str | None
+    server_log_level: str | None
+    startup_timeout_s: float
+    quick: bool
+    update_docs: bool
+    keep_data: bool
+
+    DEFAULT_LOG_LEVEL: ClassVar[str] = "collab default (INFO, access log on)"
+
+    def public(self) -> dict[str, Any]:
+        return public_params(self, self.DEFAULT_LOG_LEVEL)
+
+
+def server_run_options(args: Any) -> dict[str, Any]:
+    """The :class:`ServerRunOptions` fields from parsed arguments (``Options(**server_run_options(args), ...)``)."""
+    return {
+        "database_url": args.database_url, "server_log_level": args.server_log_level,
+        "startup_timeout_s": args.startup_timeout, "quick": args.quick, "update_docs": docs_wanted(args),
+        "keep_data": args.keep_data,
+    }
+
+
 def public_params(options: Any, default_log_level: str) -> dict[str, Any]:
     """A scenario's options as printed and recorded: no database URL (it may hold a password)."""
     doc = asdict(options)
@@ -94,13 +121,15 @@ def public_params(options: Any, default_log_level: str) -> dict[str, Any]:
     return doc
 
 
-def prepare_run() -> tuple[Any, dict[str, Any]] | None:
-    """Check for wrk, pin this process to the load core, describe the machine
-    (with how busy it was just before). None (after printing why) when wrk is missing."""
+def prepare_run(*, needs_wrk: bool = True) -> tuple[Any, dict[str, Any]] | None:
+    """Check for wrk (unless the scenario does without), pin this process to the load core,
+    describe the machine (with how busy it was just before). None (after printing why) when
+    wrk is missing."""
     from loadtest.foundation import plan_placement  # foundation imports this module
 
     try:
-        require_wrk()
+        if needs_wrk:
+            require_wrk()
     except WrkMissing as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return None

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, docs_wanted, picker, public_params, subset, whole_numbers
+from loadtest.common import ServerRunOptions, server_run_options, add_common_arguments, picker, subset, whole_numbers
 from loadtest.cpu import CpuWindow
 from loadtest.foundation_login import measure_logins
 from loadtest.machine import describe_machine, describe_software, load_average
@@ -55,7 +55,7 @@ SHARED_CORE_WARN_PCT = 10.0
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ServerRunOptions):
     phases: tuple[str, ...]
     repetitions: int
     duration_s: float
@@ -63,15 +63,6 @@ class Options:
     connections: tuple[int, ...]
     login_users: int
     login_rounds: int
-    database_url: str | None
-    server_log_level: str | None
-    startup_timeout_s: float
-    quick: bool
-    update_docs: bool
-    keep_data: bool
-
-    def public(self) -> dict[str, Any]:
-        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +85,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     opts = Options(
         phases=phases, repetitions=pick(args.repetitions, 3, 1), duration_s=pick(args.duration, 10.0, 2.0),
         warmup_s=pick(args.warmup, 2.0, 1.0), connections=connections, login_users=args.login_users,
-        login_rounds=pick(args.login_rounds, 5, 1), database_url=args.database_url,
-        server_log_level=args.server_log_level, startup_timeout_s=args.startup_timeout, quick=args.quick,
-        update_docs=docs_wanted(args), keep_data=args.keep_data,
+        login_rounds=pick(args.login_rounds, 5, 1), **server_run_options(args),
     )
     for name, value, lo, hi in (("--repetitions", opts.repetitions, 1, 20), ("--duration", opts.duration_s, 1, 600),
                                 ("--warmup", opts.warmup_s, 0, 60), ("--login-users", opts.login_users, 1, 200),

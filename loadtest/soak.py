@@ -44,7 +44,7 @@ import httpx
 import trio
 
 from loadtest import report
-from loadtest.common import add_common_arguments, docs_wanted, picker, prepare_run, public_params
+from loadtest.common import ServerRunOptions, server_run_options, add_common_arguments, picker, prepare_run
 from loadtest.instrumented_server import full_collection
 from loadtest.machine import describe_software, load_average
 from loadtest.progress import PROGRESS, say
@@ -72,7 +72,7 @@ GROWN_TYPES_SHOWN = 12
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ServerRunOptions):
     duration_s: float
     sample_every_s: float
     rest_rate: float
@@ -84,15 +84,6 @@ class Options:
     drain_s: float
     baseline_s: float
     quiet_wait_s: float
-    database_url: str | None
-    server_log_level: str | None
-    startup_timeout_s: float
-    quick: bool
-    update_docs: bool
-    keep_data: bool
-
-    def public(self) -> dict[str, Any]:
-        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,9 +111,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         rest_rate=args.rest_rate, rest_clients=args.rest_clients, churn_per_s=args.churn,
         ws_projects=args.ws_projects, ws_subscribers=args.ws_subscribers, ws_rate=args.ws_rate, drain_s=args.drain,
         baseline_s=pick(args.baseline, 3.0, 2.0), quiet_wait_s=pick(args.quiet_wait, 30.0, 2.0),
-        database_url=args.database_url,
-        server_log_level=args.server_log_level, startup_timeout_s=args.startup_timeout, quick=args.quick,
-        update_docs=docs_wanted(args), keep_data=args.keep_data,
+        **server_run_options(args),
     )
     for name, value, lo, hi in (("--duration", opts.duration_s, 10, 24 * 3600),
                                 ("--sample-every", opts.sample_every_s, 0.5, 600),

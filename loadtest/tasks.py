@@ -43,7 +43,9 @@ from typing import Any
 import httpx
 
 from loadtest import report, tasks_lua
-from loadtest.common import add_common_arguments, docs_wanted, picker, prepare_run, public_params, subset, whole_numbers
+from loadtest.common import (
+    ServerRunOptions, server_run_options, add_common_arguments, picker, prepare_run, subset, whole_numbers,
+)
 from loadtest.foundation import PASSWORD, Placement
 from loadtest.machine import describe_software, load_average
 from loadtest.progress import PROGRESS, say
@@ -67,7 +69,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ServerRunOptions):
     phases: tuple[str, ...]
     duration_s: float
     warmup_s: float
@@ -82,15 +84,6 @@ class Options:
     user_levels: tuple[int, ...]
     user_duration_s: float
     profile: bool
-    database_url: str | None
-    server_log_level: str | None
-    startup_timeout_s: float
-    quick: bool
-    update_docs: bool
-    keep_data: bool
-
-    def public(self) -> dict[str, Any]:
-        return public_params(self, "collab default (INFO, access log on)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +119,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         creation_levels=_ints(args.creation_levels, "--creation-levels"),
         page_sizes=_ints(args.page_sizes, "--page-sizes"),
         user_levels=_ints(args.users, "--users"),
-        user_duration_s=pick(args.user_duration, 10.0, 2.0), profile=not args.no_profile, database_url=args.database_url,
-        server_log_level=args.server_log_level, startup_timeout_s=args.startup_timeout, quick=args.quick,
-        update_docs=docs_wanted(args), keep_data=args.keep_data,
+        user_duration_s=pick(args.user_duration, 10.0, 2.0), profile=not args.no_profile, **server_run_options(args),
     )
     for name, value, lo, hi in (("--duration", opts.duration_s, 1, 600), ("--warmup", opts.warmup_s, 0, 60),
                                 ("--rounds", opts.rounds, 1, 10), ("--tasks", opts.tasks, 100, 50_000),

@@ -48,7 +48,9 @@ from typing import Any
 import httpx
 
 from loadtest import report
-from loadtest.common import add_common_arguments, docs_wanted, picker, prepare_run, public_params, subset, whole_numbers
+from loadtest.common import (
+    ServerRunOptions, server_run_options, add_common_arguments, picker, prepare_run, subset, whole_numbers,
+)
 from loadtest.cpu import CpuWindow
 from loadtest.foundation import PASSWORD, Placement, bearer, login
 from loadtest.hdr import merged
@@ -92,7 +94,7 @@ NOFILE_WANTED = 65536
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ServerRunOptions):
     scenarios: tuple[str, ...]
     fanout_levels: tuple[int, ...]
     fanout_rate: float
@@ -110,15 +112,6 @@ class Options:
     drain_s: float
     baseline_s: float
     quiet_wait_s: float
-    database_url: str | None
-    server_log_level: str | None
-    startup_timeout_s: float
-    quick: bool
-    update_docs: bool
-    keep_data: bool
-
-    def public(self) -> dict[str, Any]:
-        return public_params(self, "collab default (INFO)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,9 +157,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         many_rate=args.many_rate, many_duration_s=pick(args.many_duration, 20.0, 4.0), many_workers=args.many_workers,
         idle_sockets=pick(args.idle_sockets, 2000, 500), drain_s=args.drain, baseline_s=pick(args.baseline, 3.0, 2.0),
         quiet_wait_s=pick(args.quiet_wait, QUIET_WAIT_S, QUIET_WAIT_QUICK_S),
-        database_url=args.database_url, server_log_level=args.server_log_level,
-        startup_timeout_s=args.startup_timeout, quick=args.quick, update_docs=docs_wanted(args),
-        keep_data=args.keep_data,
+        **server_run_options(args),
     )
     for name, value, lo, hi in (("--fanout-rate", opts.fanout_rate, 1, 5000),
                                 ("--fanout-duration", opts.fanout_duration_s, 1, 300),

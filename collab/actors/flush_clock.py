@@ -37,12 +37,6 @@ class FlushClock:
         self._due.append(wake)
         self._wanted.set()
 
-    async def wait(self) -> None:
-        """Return at the next flush moment."""
-        tick = trio.Event()
-        self.request(tick)
-        await tick.wait()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fire ticks while writers wait; until cancelled."""
         task_status.started()

@@ -4,7 +4,7 @@ The hub is called synchronously from the trio thread: by project actors after
 each commit (:meth:`publish`), by WebSocket sessions (subscribe, presence,
 register), and by the auth service when sessions end. It never awaits: each
 event is encoded once and handed to every subscribed session's bounded
-outbox with :meth:`WsSession.deliver`, which never blocks (a full outbox
+outbox with :meth:`WsSession.deliver_to`, which never blocks (a full outbox
 turns into a ``resync`` for that subscriber, see ws_session.py).
 
 Membership acts at once: a ``member.removed`` event ends that user's

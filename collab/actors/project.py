@@ -4,9 +4,11 @@ Every change to a project, from REST or WebSocket, is a :class:`Command` in
 this actor's bounded inbox. Its supervisor (registry.py) hands it up to
 ``max_batch`` queued commands at a time; :meth:`ProjectActor.process` applies
 them in order to a :class:`Draft` with the pure rules of
-:mod:`collab.domain.rules`, writes the batch's events and rows in ONE
-transaction with the seq fence (group commit), and only then folds the draft
-into its state, replies to each caller and hands the events to ``publish``.
+:mod:`collab.domain.rules`, writes the batch's events and rows atomically
+with the seq fence (group commit: a batch of task events through the shared
+:class:`~collab.actors.committer.Committer`, anything else in ONE
+transaction of its own), and only then folds the draft into its state,
+replies to each caller and hands the events to ``publish``.
 
 Guarantees:
 - Replies are sent only after commit: an ``Accepted`` reply means durable.
@@ -14,7 +16,9 @@ Guarantees:
   retryable failure (fence lost, outage, deadline) fails exactly that batch's
   callers with that error. Data PostgreSQL refuses (a constraint the rules
   did not foresee) is isolated: the batch's commands are committed one by
-  one and only the offending one fails, with a non-retryable error.
+  one and only the offending one fails, with a non-retryable error. A resent
+  op id older than the in-memory window (:class:`DuplicateOpId`) is looked
+  up and the batch run again, the resend answered as a duplicate.
 - The commit is shielded with a deadline, so cancellation (shutdown) never
   leaves a batch half-acknowledged.
 - Replies go through each caller's own one-slot channel with ``send_nowait``;

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import trio
 
 from collab.bus import codec
-from collab.bus.redis_link import RedisLink
+from collab.bus.redis_link import RedisLink, stay_subscribed
 from collab.storage.projects import EventRecord
 
 log = logging.getLogger(__name__)
@@ -147,34 +147,15 @@ class ClusterBus:
         return error
 
     async def _subscribe_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        backoff, failed_before, started = 0.2, False, False
-        while True:
-            try:
-                async with self._link.open_subscription(EVENTS, PRESENCE, NOTIFY,
-                                                        node_channel(self.node_id)) as subscription:
-                    self.subscribed = True
-                    if failed_before:
-                        log.info("cluster bus: subscribed again; catching up from the change log")
-                        failed_before = False
-                        self.on_resubscribed()
-                    backoff = 0.2
-                    if not started:
-                        started = True
-                        task_status.started()
-                    while True:
-                        data = await subscription.next_message(self._poll_s)
-                        if data is not None:
-                            self._handle(data)
-            except Exception as exc:  # noqa: BLE001 - any Redis failure: resubscribe with a backoff
-                self.subscribed = False
-                if not failed_before:
-                    log.warning("cluster bus: Redis subscription lost (%s); reconnecting", type(exc).__name__)
-                failed_before = True
-                if not started:
-                    started = True
-                    task_status.started()
-            await trio.sleep(backoff)
-            backoff = min(self._max_backoff_s, backoff * 2)
+        await stay_subscribed(
+            self._link, (EVENTS, PRESENCE, NOTIFY, node_channel(self.node_id)), self._handle, name="cluster bus",
+            set_subscribed=self._set_subscribed, on_resubscribed=lambda: self.on_resubscribed(),
+            resubscribed_note="catching up from the change log", poll_s=self._poll_s, first_backoff_s=0.2,
+            max_backoff_s=self._max_backoff_s, task_status=task_status,
+        )
+
+    def _set_subscribed(self, subscribed: bool) -> None:
+        self.subscribed = subscribed
 
     # --- receiving ----------------------------------------------------------------------
 

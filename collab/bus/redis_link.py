@@ -1,21 +1,25 @@
 """The connection to Redis, reached from trio through trio-asyncio.
 
 It answers health checks, runs the shared rate limiter's Lua script, and
-carries pub/sub messages (session revocations, :mod:`collab.bus.revocations`).
+carries pub/sub messages (session revocations, :mod:`collab.bus.revocations`;
+the cluster bus, :mod:`collab.bus.cluster`), kept up by :func:`stay_subscribed`.
 ``up`` is the outcome of the last operation (for metrics). The URL is never
 logged with its password.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import redis.asyncio as aioredis
 import trio
 import trio_asyncio
 
 from collab.config import redact_url
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -86,6 +90,49 @@ class Subscription:
             return None
         data = message["data"]
         return data if isinstance(data, bytes) else str(data).encode()
+
+
+async def stay_subscribed(
+    link: RedisLink, channels: Sequence[str], handle: Callable[[bytes], None], *, name: str,
+    set_subscribed: Callable[[bool], None], on_resubscribed: Callable[[], None], resubscribed_note: str,
+    poll_s: float, first_backoff_s: float, max_backoff_s: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Stay subscribed to ``channels`` until cancelled, handing each message's data to ``handle``.
+
+    Reports itself started after the first attempt, whether it worked or not
+    (a node serves without Redis). A Redis failure is logged once, reported
+    with ``set_subscribed(False)`` and retried with an exponential backoff;
+    the first success after a failure logs ``resubscribed_note`` and calls
+    ``on_resubscribed`` (pub/sub does not replay what was missed meanwhile).
+    """
+    backoff, failed_before, started = first_backoff_s, False, False
+    while True:
+        try:
+            async with link.open_subscription(*channels) as subscription:
+                set_subscribed(True)
+                if failed_before:
+                    log.info("%s: subscribed again; %s", name, resubscribed_note)
+                    failed_before = False
+                    on_resubscribed()
+                backoff = first_backoff_s
+                if not started:
+                    started = True
+                    task_status.started()
+                while True:
+                    data = await subscription.next_message(poll_s)
+                    if data is not None:
+                        handle(data)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: resubscribe with a backoff
+            set_subscribed(False)
+            if not failed_before:
+                log.warning("%s: Redis subscription lost (%s); reconnecting", name, type(exc).__name__)
+            failed_before = True
+            if not started:
+                started = True
+                task_status.started()
+        await trio.sleep(backoff)
+        backoff = min(max_backoff_s, backoff * 2)
 
 
 @asynccontextmanager

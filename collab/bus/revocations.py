@@ -32,7 +32,7 @@ from typing import Callable
 import orjson
 import trio
 
-from collab.bus.redis_link import RedisLink
+from collab.bus.redis_link import RedisLink, stay_subscribed
 
 log = logging.getLogger(__name__)
 
@@ -92,35 +92,16 @@ class RevocationBus:
                     log.info("revocations: publishing to Redis again")
 
     async def _subscribe_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.5
-        failed_before = False
-        started = False
-        while True:
-            try:
-                async with self._link.open_subscription(CHANNEL) as subscription:
-                    self.subscribed = True
-                    if failed_before:
-                        self._clear_all()  # messages sent while we were away are lost
-                        log.info("revocations: subscribed again; cleared the session cache")
-                        failed_before = False
-                    backoff = 0.5
-                    if not started:
-                        started = True
-                        task_status.started()
-                    while True:
-                        data = await subscription.next_message(self._poll_s)
-                        if data is not None:
-                            self._handle(data)
-            except Exception as exc:  # noqa: BLE001 - any Redis failure: reconnect with backoff
-                self.subscribed = False
-                if not failed_before:
-                    log.warning("revocations: Redis subscription lost (%s); reconnecting", type(exc).__name__)
-                failed_before = True
-                if not started:
-                    started = True
-                    task_status.started()  # serve anyway: the cache TTL bounds staleness meanwhile
-            await trio.sleep(backoff)
-            backoff = min(self._max_backoff_s, backoff * 2)
+        # Started even without Redis: the cache TTL bounds staleness meanwhile.
+        await stay_subscribed(
+            self._link, (CHANNEL,), self._handle, name="revocations", set_subscribed=self._set_subscribed,
+            on_resubscribed=self._clear_all,  # messages sent while we were away are lost
+            resubscribed_note="cleared the session cache", poll_s=self._poll_s, first_backoff_s=0.5,
+            max_backoff_s=self._max_backoff_s, task_status=task_status,
+        )
+
+    def _set_subscribed(self, subscribed: bool) -> None:
+        self.subscribed = subscribed
 
     def _handle(self, data: bytes) -> None:
         try:

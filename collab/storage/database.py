@@ -156,7 +156,7 @@ async def open_database(dsn: str, options: PoolOptions, *, label: str) -> AsyncI
     cancelled server still closes its connections.
     """
     try:
-        pool = await trio_asyncio.aio_as_trio(_create_pool)(dsn, options)
+        pool = await trio_asyncio.aio_as_trio(create_pool)(dsn, options)
     except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError,
             asyncpg.exceptions.InvalidAuthorizationSpecificationError,
             asyncpg.exceptions.InvalidPasswordError) as exc:
@@ -172,7 +172,8 @@ async def open_database(dsn: str, options: PoolOptions, *, label: str) -> AsyncI
             pool.terminate()
 
 
-async def _create_pool(dsn: str, options: PoolOptions) -> asyncpg.Pool:
+async def create_pool(dsn: str, options: PoolOptions) -> asyncpg.Pool:
+    """An asyncpg pool with Collab's settings (an asyncio coroutine: run it on the loop that will use the pool)."""
     return await asyncio.wait_for(
         asyncpg.create_pool(
             dsn,

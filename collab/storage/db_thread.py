@@ -7,8 +7,8 @@ thousand busy WebSockets a pass takes tens of milliseconds, so a commit that
 PostgreSQL answers in a few milliseconds took hundreds (W3: 614 ms on
 average). On a thread of its own the asyncio loop runs the query at once,
 whatever the trio thread is doing; the result comes back to trio in one
-step (``run_sync_soon``). The GIL is shared, but the thread needs it only for
-microseconds per statement.
+step (``run_sync_soon``). The GIL is shared; the thread holds it only while
+asyncpg encodes the statement and decodes the answer.
 
 :class:`ThreadedDatabase` has the same ``run(unit, *args, transaction=...)``
 contract and error mapping as :class:`collab.storage.database.Database`
@@ -29,7 +29,7 @@ import asyncpg
 import trio
 
 from collab.errors import Unavailable
-from collab.storage.database import PoolOptions, Unit, _create_pool, map_errors, run_unit
+from collab.storage.database import PoolOptions, Unit, create_pool, map_errors, run_unit
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ async def open_threaded_database(dsn: str, options: PoolOptions, *, label: str) 
     await trio.to_thread.run_sync(ready.wait)
     try:
         try:
-            pool = await _in_loop(loop, _create_pool(dsn, options))
+            pool = await _in_loop(loop, create_pool(dsn, options))
         except Exception as exc:  # noqa: BLE001 - reported as the database being unreachable
             raise Unavailable(f"cannot connect to the database ({type(exc).__name__}: {exc})") from exc
         try:
